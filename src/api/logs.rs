@@ -1,0 +1,203 @@
+//! The two log operations: paginated history and the live Server-Sent Events stream.
+
+use std::sync::Arc;
+
+use futures_util::stream::BoxStream;
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, OpenApi, Tags,
+    param::{Header, Path, Query},
+    payload::{EventStream, Json},
+};
+
+use super::models::{HistoryPage, LogLine, StreamEvent};
+use crate::{
+    app::AppState,
+    auth::Session,
+    error::{ApiError, Problem, impl_api_error_response},
+    ids::{JobId, StreamId},
+    stream::{self, StreamOutcome},
+};
+
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 500;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Build logs of a job.
+    Logs,
+}
+
+/// Operations on a job's build logs.
+pub struct LogsApi;
+
+/// Responses of the history operation.
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "history_bad_request")]
+pub enum HistoryResponse {
+    /// A page of lines, oldest first.
+    #[oai(status = 200)]
+    Ok(Json<HistoryPage>),
+    /// Malformed `job_id` (`invalid_job_id`), `before_id` (`invalid_cursor`) or `limit` (`invalid_limit`).
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// Missing or invalid session token (`unauthorized`).
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    /// No such job, or not yours (`job_not_found`); the two are indistinguishable.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// An internal failure (`internal`); details are in the server's log only.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The log store is down or not answering (`store_unavailable`); retry after `Retry-After` seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    ServiceUnavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+}
+impl_api_error_response!(HistoryResponse);
+
+fn history_bad_request(err: poem::Error) -> HistoryResponse {
+    ApiError::from_extractor(&err).into()
+}
+
+/// Responses of the stream operation.
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "stream_bad_request")]
+pub enum StreamResponse {
+    /// The event stream: `retry:` first, then `start`, `reset` when a resume point is gone,
+    /// `log` lines, `heartbeat`s, and `done` at the end. Never compressed.
+    #[oai(status = 200)]
+    Ok(
+        EventStream<BoxStream<'static, StreamEvent>>,
+        /// Always `no-cache`.
+        #[oai(header = "Cache-Control")]
+        String,
+        /// Always `no`: proxies must not buffer the stream.
+        #[oai(header = "X-Accel-Buffering")]
+        String,
+    ),
+    /// Resumed after the end: the job is finished and nothing is left after `Last-Event-ID`.
+    /// A browser EventSource stops reconnecting on 204.
+    #[oai(status = 204)]
+    NoContent,
+    /// Malformed `job_id` (`invalid_job_id`) or `Last-Event-ID` (`invalid_cursor`).
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// Missing or invalid session token (`unauthorized`).
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    /// No such job, or not yours (`job_not_found`); the two are indistinguishable.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// Too many open streams for this user or this instance (`too_many_streams`); retry after
+    /// `Retry-After` seconds. Open streams are untouched.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    /// An internal failure (`internal`); details are in the server's log only.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The log store is down or not answering (`store_unavailable`); retry after `Retry-After` seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    ServiceUnavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+}
+impl_api_error_response!(StreamResponse, TooManyRequests);
+
+fn stream_bad_request(err: poem::Error) -> StreamResponse {
+    ApiError::from_extractor(&err).into()
+}
+
+#[OpenApi(tag = "ApiTags::Logs")]
+impl LogsApi {
+    /// Read a page of a job's log history
+    ///
+    /// Lines strictly older than `before_id` (or the newest lines without it), oldest first.
+    /// Page backwards with `before_id = oldest_id` until `has_more` is false to visit every
+    /// retained line exactly once. Above a live stream, start from its `start` event's
+    /// `history_cursor`. A job with no log stream yet has an empty page.
+    #[oai(path = "/api/jobs/:job_id/logs", method = "get", operation_id = "getJobLogs")]
+    async fn history(
+        &self,
+        session: Session,
+        state: Data<&Arc<AppState>>,
+        /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        job_id: Path<String>,
+        /// Exclusive upper bound: a stream id `<ms>-<seq>` (usually the previous page's `oldest_id`).
+        #[oai(validator(pattern = r"^[0-9]+-[0-9]+$"))]
+        before_id: Query<Option<String>>,
+        /// Lines per page, 1-500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+    ) -> HistoryResponse {
+        let result = async {
+            let job = JobId::parse(&job_id).map_err(|_| ApiError::InvalidJobId)?;
+            let before = before_id
+                .0
+                .as_deref()
+                .map(str::parse::<StreamId>)
+                .transpose()
+                .map_err(|_| ApiError::InvalidCursor("before_id"))?;
+            let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
+            if !(1..=MAX_LIMIT).contains(&limit) {
+                return Err(ApiError::InvalidLimit);
+            }
+            state.authorize(&session, &job).await?;
+            let limit = limit as usize;
+            let mut entries = state.store.range_before(&job, before, limit + 1).await?;
+            let has_more = entries.len() > limit;
+            entries.truncate(limit);
+            entries.reverse();
+            let oldest_id = entries.first().map(|e| e.id.to_string());
+            Ok(HistoryPage {
+                lines: entries.into_iter().map(LogLine::from).collect(),
+                has_more,
+                oldest_id,
+            })
+        };
+        match result.await {
+            Ok(page) => HistoryResponse::Ok(Json(page)),
+            Err(err) => err.into(),
+        }
+    }
+
+    /// Follow a job's log live (Server-Sent Events)
+    ///
+    /// First connect: live only, from the moment the request was accepted (`start` says that
+    /// position and the `history_cursor` that meets it). Resume with `Last-Event-ID`: every line
+    /// after it, in order, then live. `done` ends the stream once the job is `ready` or
+    /// `failed`; resuming after that answers 204. The stream also ends when the session token
+    /// expires: reconnect with a fresh token and `Last-Event-ID` to lose nothing.
+    #[oai(path = "/api/jobs/:job_id/logs/stream", method = "get", operation_id = "streamJobLogs")]
+    async fn stream(
+        &self,
+        session: Session,
+        state: Data<&Arc<AppState>>,
+        /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        job_id: Path<String>,
+        /// Resume after this stream id `<ms>-<seq>` (browsers send it on reconnect). Empty is absent.
+        #[oai(name = "Last-Event-ID")]
+        last_event_id: Header<Option<String>>,
+    ) -> StreamResponse {
+        let result = async {
+            let job = JobId::parse(&job_id).map_err(|_| ApiError::InvalidJobId)?;
+            let resume = match last_event_id.0.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(raw) => Some(
+                    raw.parse::<StreamId>()
+                        .map_err(|_| ApiError::InvalidCursor("Last-Event-ID"))?,
+                ),
+            };
+            stream::open((*state).clone(), session, job, resume).await
+        };
+        match result.await {
+            Ok(StreamOutcome::NoContent) => StreamResponse::NoContent,
+            Ok(StreamOutcome::Events(events)) => StreamResponse::Ok(
+                EventStream::new(events).to_event(StreamEvent::into_sse),
+                "no-cache".to_owned(),
+                "no".to_owned(),
+            ),
+            Err(err) => err.into(),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The HTTP API: typed operations (poem-openapi), their payloads, and the spec they publish.
+//!
+//! `logs` holds the two operations; `models` their payloads. The document produced here is
+//! what `/openapi.json`, `buildlogs openapi` and the committed `openapi/openapi.json` contain.
+
+pub mod logs;
+pub mod models;
+
+use poem_openapi::OpenApiService;
+
+pub use logs::LogsApi;
+
+pub const TITLE: &str = "buildlogs";
+
+/// The API service, with its spec, independent of any running state.
+pub fn service() -> OpenApiService<LogsApi, ()> {
+    OpenApiService::new(LogsApi, TITLE, env!("CARGO_PKG_VERSION")).description(
+        "Live and historical build logs of jobs, for the jobs' owners.\n\n\
+         Every `/api` operation takes a Clerk session token: `Authorization: Bearer <jwt>`, or, when \
+         no Bearer header is present, the `__session` cookie. Only a job's owner sees it; anyone \
+         else gets 404, exactly as if the job did not exist.\n\n\
+         Errors are `application/problem+json` (RFC 9457) with a stable `code`.",
+    )
+}
+
+/// The OpenAPI document as pretty JSON, with a trailing newline (the committed form).
+pub fn spec_json() -> String {
+    let mut spec = service().spec();
+    spec.push('\n');
+    spec
+}

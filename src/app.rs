@@ -1,0 +1,212 @@
+//! The application: shared state, routes, and the server loop with graceful shutdown.
+//!
+//! [`App::build`] turns a [`Config`] into a ready app (store, verifier, fan-out hub);
+//! [`App::serve`] runs it on an acceptor until a shutdown future resolves, so tests start the
+//! real app on port 0 and stop it when they like.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Response, Route, Server, get, handler,
+    http::{Method, StatusCode},
+    listener::{Acceptor, TcpAcceptor},
+    middleware::Cors,
+    web::{Data, Redirect},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api,
+    auth::{AuthContext, AuthSettings, Session, Verifier},
+    config::Config,
+    error::ApiError,
+    fanout::Hub,
+    ids::JobId,
+    limits::StreamLimits,
+    store::{Job, LogStore, memory::MemoryStore, redis::RedisStore},
+    telemetry::{AuthFailureReason, Metrics, RequestMetrics},
+};
+
+/// How long shutdown waits for connections after ending every stream.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Everything a request handler can reach.
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn LogStore>,
+    pub verifier: Verifier,
+    pub metrics: Arc<Metrics>,
+    pub hub: Hub,
+    pub limits: Arc<StreamLimits>,
+    /// Cancelled at shutdown: every stream ends, every background task stops.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// The job, if it exists and `session` owns it; otherwise 404, the same for both cases.
+    pub async fn authorize(&self, session: &Session, job: &JobId) -> Result<Job, ApiError> {
+        match self.store.job(job).await? {
+            Some(record) if record.user_id == session.user_id => Ok(record),
+            _ => Err(ApiError::JobNotFound),
+        }
+    }
+}
+
+impl AuthContext for AppState {
+    fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    fn record_failure(&self, reason: AuthFailureReason) {
+        self.metrics.auth_failure(reason);
+    }
+}
+
+pub struct App {
+    state: Arc<AppState>,
+}
+
+impl App {
+    /// Builds the app from configuration: Redis when `REDIS_URL` is set, else the embedded store.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn LogStore> = match &config.redis_url {
+            Some(url) => Arc::new(
+                RedisStore::new(url, config.redis_pool_size, metrics.clone()).context("REDIS_URL is not usable")?,
+            ),
+            None => {
+                tracing::warn!(
+                    "REDIS_URL is not set: using the embedded in-process store (one instance only; \
+                     logs live in this process's memory)"
+                );
+                Arc::new(MemoryStore::new())
+            }
+        };
+        Self::with_store(config, store, metrics).await
+    }
+
+    /// Builds the app on a given store (tests use this to reach the embedded store directly).
+    pub async fn with_store(config: Config, store: Arc<dyn LogStore>, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        if !config.has_clerk_key() {
+            anyhow::bail!(
+                "no Clerk key configured: set CLERK_PUBLISHABLE_KEY (or CLERK_JWT_KEY with a PEM public \
+                 key, or CLERK_JWKS_URL), or run `buildlogs serve --dev` for a local try-out"
+            );
+        }
+        let verifier = Verifier::new(AuthSettings::from_config(&config)?)?;
+        let shutdown = CancellationToken::new();
+        let hub = Hub::start(
+            store.clone(),
+            config.redis_live_readers,
+            Duration::from_secs(config.status_poll_secs),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        let state = Arc::new(AppState {
+            limits: Arc::new(StreamLimits::new(config.max_streams_per_user, config.max_streams)),
+            config,
+            store,
+            verifier,
+            metrics,
+            hub,
+            shutdown,
+        });
+        // Fetch the JWKS in the background: the service starts even when it is unreachable.
+        let warm = state.clone();
+        tokio::spawn(async move { warm.verifier.warm_up().await });
+        Ok(Self { state })
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Every route, with its middleware.
+    pub fn endpoint(&self) -> impl Endpoint<Output = Response> + 'static {
+        let service = api::service();
+        let docs = service.swagger_ui();
+        let auth: Arc<dyn AuthContext> = self.state.clone();
+        let cors = (!self.state.config.cors_allowed_origins.is_empty()).then(|| {
+            Cors::new()
+                .allow_origins(self.state.config.cors_allowed_origins.iter().map(String::as_str))
+                .allow_methods([Method::GET, Method::OPTIONS])
+                .allow_headers(["authorization", "last-event-id", "cache-control"])
+                .allow_credentials(true)
+                .max_age(600)
+        });
+        Route::new()
+            .nest("/", service)
+            .nest("/docs", docs)
+            .at("/openapi.json", get(openapi_json))
+            .at("/healthz", get(healthz))
+            .at("/readyz", get(readyz))
+            .at("/metrics", get(metrics_text))
+            .at("/", get(index))
+            .with_if(cors.is_some(), cors.unwrap_or_default())
+            .catch_all_error(|err: poem::Error| async move { ApiError::from_extractor(&err).into_poem_response() })
+            .with(RequestMetrics(self.state.metrics.clone()))
+            .data(self.state.clone())
+            .data(auth)
+            .map_to_response()
+    }
+
+    /// Serves until `signal` resolves, then ends every stream and stops within the grace period.
+    pub async fn serve(self, acceptor: TcpAcceptor, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let token = self.state.shutdown.clone();
+        let signal = async move {
+            signal.await;
+            tracing::info!("shutting down: ending open streams");
+            token.cancel();
+        };
+        let local = acceptor.local_addr();
+        if let Some(addr) = local.first().and_then(|a| a.as_socket_addr().copied()) {
+            tracing::info!(%addr, store = self.state.store.backend(), "buildlogs listening");
+        }
+        let endpoint = self.endpoint();
+        let result = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(endpoint, signal, Some(SHUTDOWN_GRACE))
+            .await;
+        self.state.shutdown.cancel();
+        result
+    }
+}
+
+#[handler]
+fn index() -> Redirect {
+    Redirect::see_other("/docs")
+}
+
+#[handler]
+fn openapi_json() -> impl IntoResponse {
+    api::spec_json().with_content_type("application/json")
+}
+
+#[handler]
+fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[handler]
+async fn readyz(state: Data<&Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "not ready: store unreachable");
+            let mut resp = ApiError::StoreUnavailable.into_poem_response();
+            resp.headers_mut()
+                .insert("Retry-After", crate::error::STORE_RETRY_AFTER_SECS.into());
+            resp
+        }
+    }
+}
+
+#[handler]
+fn metrics_text(state: Data<&Arc<AppState>>) -> impl IntoResponse {
+    state
+        .metrics
+        .render()
+        .with_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .with_status(StatusCode::OK)
+}

@@ -1,0 +1,274 @@
+//! The embedded backend: job records and log streams in process memory, for one instance.
+//!
+//! It mirrors the Redis semantics the service relies on: `<ms>-<seq>` ids that only grow,
+//! exclusive ranges, `MAXLEN` trimming with `XINFO`-style bookkeeping (`entries-added`,
+//! `first-entry`), key expiry, and blocking reads that wake the moment a line is appended.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use async_trait::async_trait;
+use futures_util::{StreamExt, stream::BoxStream};
+use tokio::sync::{Notify, broadcast, watch};
+
+use super::{Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, StoreResult, StreamInfo};
+use crate::ids::{JobId, StreamId};
+
+#[derive(Default)]
+struct MemStream {
+    entries: VecDeque<LogEntry>,
+    last_generated: StreamId,
+    entries_added: u64,
+    max_deleted: StreamId,
+    expires_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<JobId, HashMap<String, String>>,
+    streams: HashMap<JobId, MemStream>,
+}
+
+impl State {
+    /// The stream, unless missing or expired (an expired one is dropped, as Redis would).
+    fn stream(&mut self, job: &JobId) -> Option<&MemStream> {
+        let expired = self
+            .streams
+            .get(job)
+            .is_some_and(|s| s.expires_at.is_some_and(|at| at <= Instant::now()));
+        if expired {
+            self.streams.remove(job);
+        }
+        self.streams.get(job)
+    }
+}
+
+/// The in-process store. Cheap to clone; clones share data.
+#[derive(Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    /// Bumped on every append: blocked readers wait for it to move.
+    appended: watch::Sender<u64>,
+    events: broadcast::Sender<JobId>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self {
+            state: Arc::default(),
+            appended: watch::Sender::new(0),
+            events: broadcast::Sender::new(1024),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that matters
+        // more than losing the whole store would.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Deletes the entry `id` (as `XDEL` does, recording `max-deleted-entry-id`). For tests.
+    pub fn delete_entry(&self, job: &JobId, id: StreamId) -> bool {
+        let mut state = self.lock();
+        let Some(stream) = state.streams.get_mut(job) else { return false };
+        let before = stream.entries.len();
+        stream.entries.retain(|e| e.id != id);
+        let deleted = stream.entries.len() != before;
+        if deleted && id > stream.max_deleted {
+            stream.max_deleted = id;
+        }
+        deleted
+    }
+
+    /// Removes the stream key (as expiry would). For tests.
+    pub fn remove_stream(&self, job: &JobId) {
+        self.lock().streams.remove(job);
+    }
+
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl LogStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn job(&self, job: &JobId) -> StoreResult<Option<Job>> {
+        let state = self.lock();
+        Ok(state.jobs.get(job).map(|record| Job {
+            user_id: record.get("user_id").cloned().unwrap_or_default(),
+            status: JobStatus(record.get("status").cloned().unwrap_or_default()),
+        }))
+    }
+
+    async fn statuses(&self, jobs: &[JobId]) -> StoreResult<Vec<Option<JobStatus>>> {
+        let state = self.lock();
+        Ok(jobs
+            .iter()
+            .map(|job| {
+                state
+                    .jobs
+                    .get(job)
+                    .and_then(|r| r.get("status").cloned())
+                    .map(JobStatus)
+            })
+            .collect())
+    }
+
+    async fn stream_info(&self, job: &JobId) -> StoreResult<Option<StreamInfo>> {
+        let mut state = self.lock();
+        Ok(state.stream(job).map(|s| StreamInfo {
+            length: s.entries.len() as u64,
+            first_id: s.entries.front().map(|e| e.id),
+            last_generated_id: s.last_generated,
+            max_deleted_id: s.max_deleted,
+            entries_added: s.entries_added,
+        }))
+    }
+
+    async fn range_before(&self, job: &JobId, before: Option<StreamId>, count: usize) -> StoreResult<Vec<LogEntry>> {
+        let mut state = self.lock();
+        let Some(stream) = state.stream(job) else { return Ok(Vec::new()) };
+        let end = match before {
+            Some(before) => stream.entries.partition_point(|e| e.id < before),
+            None => stream.entries.len(),
+        };
+        Ok(stream.entries.range(..end).rev().take(count).cloned().collect())
+    }
+
+    async fn range_after(&self, job: &JobId, after: StreamId, count: usize) -> StoreResult<Vec<LogEntry>> {
+        let mut state = self.lock();
+        let Some(stream) = state.stream(job) else { return Ok(Vec::new()) };
+        let start = stream.entries.partition_point(|e| e.id <= after);
+        Ok(stream.entries.range(start..).take(count).cloned().collect())
+    }
+
+    async fn append(&self, job: &JobId, fields: Fields<'_>, maxlen: usize, ttl: Duration) -> StoreResult<StreamId> {
+        let id = {
+            let mut state = self.lock();
+            if state.stream(job).is_none() {
+                state.streams.insert(job.clone(), MemStream::default());
+            }
+            let stream = state.streams.get_mut(job).expect("inserted above");
+            let now = Self::now_ms();
+            let last = stream.last_generated;
+            let id = if now > last.ms {
+                StreamId::new(now, 0)
+            } else {
+                StreamId::new(last.ms, last.seq + 1)
+            };
+            stream.last_generated = id;
+            stream.entries_added += 1;
+            stream.expires_at = Some(Instant::now() + ttl);
+            stream
+                .entries
+                .push_back(LogEntry::from_fields(id, fields.iter().map(|(k, v)| (*k, (*v).to_owned()))));
+            while stream.entries.len() > maxlen {
+                stream.entries.pop_front();
+            }
+            id
+        };
+        self.appended.send_modify(|n| *n += 1);
+        Ok(id)
+    }
+
+    async fn put_job(&self, job: &JobId, fields: Fields<'_>) -> StoreResult<()> {
+        let mut state = self.lock();
+        let record = state.jobs.entry(job.clone()).or_default();
+        for (name, value) in fields {
+            record.insert((*name).to_owned(), (*value).to_owned());
+        }
+        Ok(())
+    }
+
+    async fn publish_event(&self, job: &JobId, _payload: &str) -> StoreResult<()> {
+        // Like Pub/Sub: nobody listening means the event is gone.
+        let _ = self.events.send(job.clone());
+        Ok(())
+    }
+
+    async fn live_reader(&self) -> StoreResult<Arc<dyn LiveReader>> {
+        Ok(Arc::new(MemoryLiveReader {
+            store: self.clone(),
+            interrupted: Notify::new(),
+        }))
+    }
+
+    async fn status_hints(&self) -> StoreResult<BoxStream<'static, JobId>> {
+        let rx = self.events.subscribe();
+        Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(job) => return Some((job, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .boxed())
+    }
+}
+
+struct MemoryLiveReader {
+    store: MemoryStore,
+    interrupted: Notify,
+}
+
+#[async_trait]
+impl LiveReader for MemoryLiveReader {
+    async fn read(
+        &self,
+        cursors: &[(JobId, StreamId)],
+        count: usize,
+        block: Duration,
+    ) -> StoreResult<Vec<(JobId, Vec<LogEntry>)>> {
+        let mut appended = self.store.appended.subscribe();
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            // Mark the version seen before looking, so an append between the look and the wait
+            // still wakes us.
+            appended.borrow_and_update();
+            let mut out = Vec::new();
+            for (job, cursor) in cursors {
+                let entries = self.store.range_after(job, *cursor, count).await?;
+                if !entries.is_empty() {
+                    out.push((job.clone(), entries));
+                }
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            tokio::select! {
+                changed = appended.changed() => if changed.is_err() { return Ok(Vec::new()) },
+                () = self.interrupted.notified() => return Ok(Vec::new()),
+                () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    async fn interrupt(&self) -> bool {
+        // notify_one stores a permit when nobody waits, so an interrupt that races ahead of the
+        // wait is not lost.
+        self.interrupted.notify_one();
+        true
+    }
+}

@@ -1,0 +1,159 @@
+//! The store: where job records and log streams live, behind one trait with two backends.
+//!
+//! [`redis::RedisStore`] reads and writes the keys the job runner owns (contract §1); it runs short
+//! commands on a pool and blocking reads on dedicated connections. [`memory::MemoryStore`] is the
+//! embedded single-instance default with the same semantics (ids, exclusive cursors, trimming,
+//! wake-on-append). Everything above this module is backend-agnostic.
+
+pub mod memory;
+pub mod redis;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+
+use crate::ids::{JobId, StreamId};
+
+/// Status values the runner writes; `ready` and `failed` are terminal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobStatus(pub String);
+
+impl JobStatus {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.0.as_str(), "ready" | "failed")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What buildlogs needs of a job record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub user_id: String,
+    pub status: JobStatus,
+}
+
+/// One log line. Missing fields are empty strings, never an error.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct LogEntry {
+    pub id: StreamId,
+    pub ts: String,
+    pub source: String,
+    pub text: String,
+    pub phase: String,
+}
+
+impl LogEntry {
+    /// Builds an entry from a stream entry's field/value pairs, ignoring unknown fields.
+    pub fn from_fields<'a>(id: StreamId, fields: impl IntoIterator<Item = (&'a str, String)>) -> Self {
+        let mut entry = Self {
+            id,
+            ..Self::default()
+        };
+        for (name, value) in fields {
+            match name {
+                "ts" => entry.ts = value,
+                "source" => entry.source = value,
+                "text" => entry.text = value,
+                "phase" => entry.phase = value,
+                _ => {}
+            }
+        }
+        entry
+    }
+
+    /// Rough heap footprint, for bounding buffers.
+    pub fn heap_size(&self) -> usize {
+        self.ts.len() + self.source.len() + self.text.len() + self.phase.len()
+    }
+}
+
+/// What `XINFO STREAM` says about a log stream; the input of the `reset` rule (contract §3).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct StreamInfo {
+    pub length: u64,
+    pub first_id: Option<StreamId>,
+    pub last_generated_id: StreamId,
+    pub max_deleted_id: StreamId,
+    pub entries_added: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with something we cannot use.
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Field/value pairs of a stream entry or hash, in the order they are written.
+pub type Fields<'a> = &'a [(&'a str, &'a str)];
+
+/// Reads and writes of job records and log streams.
+#[async_trait]
+pub trait LogStore: Send + Sync + 'static {
+    /// Short name for logs and metrics (`redis`, `memory`).
+    fn backend(&self) -> &'static str;
+
+    /// Whether the store answers at all (`/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// The job record, or `None` when there is no such job.
+    async fn job(&self, job: &JobId) -> StoreResult<Option<Job>>;
+
+    /// The status of each job, in order; `None` where the record is missing.
+    async fn statuses(&self, jobs: &[JobId]) -> StoreResult<Vec<Option<JobStatus>>>;
+
+    /// Stream metadata, or `None` when the stream key does not exist.
+    async fn stream_info(&self, job: &JobId) -> StoreResult<Option<StreamInfo>>;
+
+    /// Up to `count` entries strictly older than `before` (all when `None`), newest first.
+    async fn range_before(
+        &self,
+        job: &JobId,
+        before: Option<StreamId>,
+        count: usize,
+    ) -> StoreResult<Vec<LogEntry>>;
+
+    /// Up to `count` entries strictly newer than `after`, oldest first.
+    async fn range_after(&self, job: &JobId, after: StreamId, count: usize) -> StoreResult<Vec<LogEntry>>;
+
+    /// Appends an entry, trimming the stream to about `maxlen` entries and refreshing its expiry.
+    async fn append(&self, job: &JobId, fields: Fields<'_>, maxlen: usize, ttl: Duration) -> StoreResult<StreamId>;
+
+    /// Sets fields of the job record.
+    async fn put_job(&self, job: &JobId, fields: Fields<'_>) -> StoreResult<()>;
+
+    /// Publishes a status event on the job's events channel.
+    async fn publish_event(&self, job: &JobId, payload: &str) -> StoreResult<()>;
+
+    /// A live reader: blocking reads of many streams at once, on a connection of its own.
+    async fn live_reader(&self) -> StoreResult<Arc<dyn LiveReader>>;
+
+    /// Job ids whose status may have changed (a lossy hint; the record is the truth). The stream
+    /// ends when the underlying subscription is lost.
+    async fn status_hints(&self) -> StoreResult<BoxStream<'static, JobId>>;
+}
+
+/// A blocking multi-stream reader (one `XREAD BLOCK` watching many streams).
+#[async_trait]
+pub trait LiveReader: Send + Sync + 'static {
+    /// Waits up to `block` for entries after each cursor, returning per-job batches (oldest
+    /// first). Returns early, possibly empty, when interrupted.
+    async fn read(
+        &self,
+        cursors: &[(JobId, StreamId)],
+        count: usize,
+        block: Duration,
+    ) -> StoreResult<Vec<(JobId, Vec<LogEntry>)>>;
+
+    /// Wakes a blocked `read`. Returns whether a blocked read was woken.
+    async fn interrupt(&self) -> bool;
+}

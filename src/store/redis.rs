@@ -1,0 +1,448 @@
+//! The Redis backend: the runner's keys, read exactly as written.
+//!
+//! Short commands (job lookups, history ranges, `XINFO`) go through the deadpool pool, whose
+//! connections time out any reply. Blocking `XREAD`s never do: each [`RedisLiveReader`] owns a
+//! dedicated connection with no reply timeout of its own, so a dozen open streams cannot starve
+//! the pool that serves history. Pub/Sub hints come on another dedicated connection.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use futures_util::{StreamExt, stream::BoxStream};
+use redis::{AsyncConnectionConfig, Value, aio::MultiplexedConnection};
+use tokio::sync::Mutex;
+
+use super::{Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, StoreError, StoreResult, StreamInfo};
+use crate::{
+    ids::{JobId, StreamId},
+    telemetry::Metrics,
+};
+
+/// How long a short command may take, connection included, before the caller gets a 503.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Extra time a blocking read gets beyond its `BLOCK` before its connection is presumed dead.
+const BLOCK_MARGIN: Duration = Duration::from_secs(3);
+
+pub struct RedisStore {
+    client: redis::Client,
+    pool: Pool,
+    metrics: Arc<Metrics>,
+}
+
+impl RedisStore {
+    /// Builds the store. Connects lazily: the service starts even when Redis is down.
+    pub fn new(url: &str, pool_size: usize, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let mut config = deadpool_redis::Config::from_url(url);
+        config.pool = Some(PoolConfig {
+            max_size: pool_size,
+            timeouts: Timeouts {
+                wait: Some(COMMAND_TIMEOUT),
+                create: Some(COMMAND_TIMEOUT),
+                recycle: Some(COMMAND_TIMEOUT),
+            },
+            ..PoolConfig::default()
+        });
+        let pool = config.create_pool(Some(Runtime::Tokio1))?;
+        Ok(Self { client, pool, metrics })
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, what: &'static str, cmd: &redis::Cmd) -> StoreResult<T> {
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            let mut conn = self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            cmd.query_async::<T>(&mut conn).await.map_err(map_err)
+        })
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("command timed out".into())));
+        self.observe(what, result)
+    }
+
+    async fn pipe<T: redis::FromRedisValue>(&self, what: &'static str, pipe: &redis::Pipeline) -> StoreResult<T> {
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            let mut conn = self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            pipe.query_async::<T>(&mut conn).await.map_err(map_err)
+        })
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("pipeline timed out".into())));
+        self.observe(what, result)
+    }
+
+    fn observe<T>(&self, what: &'static str, result: StoreResult<T>) -> StoreResult<T> {
+        if let Err(err) = &result {
+            self.metrics.redis_errors.inc();
+            tracing::warn!(command = what, error = %err, "redis command failed");
+        }
+        result
+    }
+}
+
+fn map_err(err: redis::RedisError) -> StoreError {
+    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal() {
+        StoreError::Unavailable(err.to_string())
+    } else {
+        StoreError::Other(err.to_string())
+    }
+}
+
+#[async_trait]
+impl LogStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.query::<String>("PING", &redis::cmd("PING")).await.map(drop)
+    }
+
+    async fn job(&self, job: &JobId) -> StoreResult<Option<Job>> {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(job.record_key()).arg("user_id").arg("status");
+        let (user_id, status): (Option<String>, Option<String>) = self.query("HMGET", &cmd).await?;
+        if user_id.is_none() && status.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Job {
+            user_id: user_id.unwrap_or_default(),
+            status: JobStatus(status.unwrap_or_default()),
+        }))
+    }
+
+    async fn statuses(&self, jobs: &[JobId]) -> StoreResult<Vec<Option<JobStatus>>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for job in jobs {
+            pipe.cmd("HGET").arg(job.record_key()).arg("status");
+        }
+        let statuses: Vec<Option<String>> = self.pipe("HGET", &pipe).await?;
+        Ok(statuses.into_iter().map(|s| s.map(JobStatus)).collect())
+    }
+
+    async fn stream_info(&self, job: &JobId) -> StoreResult<Option<StreamInfo>> {
+        let mut cmd = redis::cmd("XINFO");
+        cmd.arg("STREAM").arg(job.logs_key());
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            let mut conn = self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            match cmd.query_async::<Value>(&mut conn).await {
+                Ok(value) => parse_stream_info(value).map(Some),
+                // The one error that is an answer: the key does not exist.
+                Err(e) if e.to_string().contains("no such key") => Ok(None),
+                Err(e) => Err(map_err(e)),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("XINFO timed out".into())));
+        self.observe("XINFO", result)
+    }
+
+    async fn range_before(&self, job: &JobId, before: Option<StreamId>, count: usize) -> StoreResult<Vec<LogEntry>> {
+        let end = match before {
+            Some(StreamId::ZERO) => return Ok(Vec::new()),
+            Some(id) => format!("({id}"),
+            None => "+".to_owned(),
+        };
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(job.logs_key()).arg(end).arg("-").arg("COUNT").arg(count);
+        let value: Value = self.query("XREVRANGE", &cmd).await?;
+        parse_entries(value)
+    }
+
+    async fn range_after(&self, job: &JobId, after: StreamId, count: usize) -> StoreResult<Vec<LogEntry>> {
+        if after == StreamId::MAX {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(job.logs_key()).arg(format!("({after}")).arg("+").arg("COUNT").arg(count);
+        let value: Value = self.query("XRANGE", &cmd).await?;
+        parse_entries(value)
+    }
+
+    async fn append(&self, job: &JobId, fields: Fields<'_>, maxlen: usize, ttl: Duration) -> StoreResult<StreamId> {
+        let key = job.logs_key();
+        let mut pipe = redis::pipe();
+        let xadd = pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
+        for (name, value) in fields {
+            xadd.arg(*name).arg(*value);
+        }
+        pipe.cmd("EXPIRE").arg(&key).arg(ttl.as_secs()).ignore();
+        let (id,): (String,) = self.pipe("XADD", &pipe).await?;
+        id.parse().map_err(|_| StoreError::Other(format!("XADD returned a bad id {id:?}")))
+    }
+
+    async fn put_job(&self, job: &JobId, fields: Fields<'_>) -> StoreResult<()> {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(job.record_key());
+        for (name, value) in fields {
+            cmd.arg(*name).arg(*value);
+        }
+        self.query::<i64>("HSET", &cmd).await.map(drop)
+    }
+
+    async fn publish_event(&self, job: &JobId, payload: &str) -> StoreResult<()> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(job.events_channel()).arg(payload);
+        self.query::<i64>("PUBLISH", &cmd).await.map(drop)
+    }
+
+    async fn live_reader(&self) -> StoreResult<Arc<dyn LiveReader>> {
+        Ok(Arc::new(RedisLiveReader {
+            client: self.client.clone(),
+            pool: self.pool.clone(),
+            metrics: self.metrics.clone(),
+            conn: Mutex::new(None),
+            blocked_client: AtomicI64::new(0),
+        }))
+    }
+
+    async fn status_hints(&self) -> StoreResult<BoxStream<'static, JobId>> {
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            let mut pubsub = self.client.get_async_pubsub().await.map_err(map_err)?;
+            pubsub.psubscribe("job:*:events").await.map_err(map_err)?;
+            Ok(pubsub)
+        })
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("PSUBSCRIBE timed out".into())));
+        let pubsub = self.observe("PSUBSCRIBE", result)?;
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(|msg| async move { JobId::from_events_channel(msg.get_channel_name()) })
+            .boxed())
+    }
+}
+
+/// A dedicated connection for `XREAD BLOCK`, interruptible with `CLIENT UNBLOCK`.
+pub struct RedisLiveReader {
+    client: redis::Client,
+    pool: Pool,
+    metrics: Arc<Metrics>,
+    /// The connection and its `CLIENT ID`; `None` until first use or after a failure.
+    conn: Mutex<Option<(MultiplexedConnection, i64)>>,
+    /// The client id while a read is in flight, 0 otherwise.
+    blocked_client: AtomicI64,
+}
+
+impl RedisLiveReader {
+    async fn connection(&self) -> StoreResult<(MultiplexedConnection, i64)> {
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        // No reply timeout on this connection: its replies are as slow as `BLOCK` makes them.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(None);
+        let connect = async {
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(map_err)?;
+            let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await.map_err(map_err)?;
+            let _: () = redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg("buildlogs-live-reader")
+                .query_async(&mut conn)
+                .await
+                .map_err(map_err)?;
+            Ok::<_, StoreError>((conn, id))
+        };
+        let conn = tokio::time::timeout(COMMAND_TIMEOUT, connect)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("connect timed out".into())))?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+}
+
+#[async_trait]
+impl LiveReader for RedisLiveReader {
+    async fn read(
+        &self,
+        cursors: &[(JobId, StreamId)],
+        count: usize,
+        block: Duration,
+    ) -> StoreResult<Vec<(JobId, Vec<LogEntry>)>> {
+        if cursors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut conn, client_id) = match self.connection().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                self.metrics.redis_errors.inc();
+                return Err(err);
+            }
+        };
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(count).arg("BLOCK").arg(block.as_millis() as u64).arg("STREAMS");
+        for (job, _) in cursors {
+            cmd.arg(job.logs_key());
+        }
+        for (_, cursor) in cursors {
+            cmd.arg(cursor.to_string());
+        }
+        self.blocked_client.store(client_id, Ordering::SeqCst);
+        let reply = tokio::time::timeout(block + BLOCK_MARGIN, cmd.query_async::<Value>(&mut conn)).await;
+        self.blocked_client.store(0, Ordering::SeqCst);
+        let value = match reply {
+            Ok(Ok(value)) => value,
+            Ok(Err(err)) => {
+                self.metrics.redis_errors.inc();
+                *self.conn.lock().await = None;
+                return Err(map_err(err));
+            }
+            Err(_) => {
+                self.metrics.redis_errors.inc();
+                *self.conn.lock().await = None;
+                return Err(StoreError::Unavailable("blocking read did not return".into()));
+            }
+        };
+        parse_xread(value)
+    }
+
+    async fn interrupt(&self) -> bool {
+        let client_id = self.blocked_client.load(Ordering::SeqCst);
+        if client_id == 0 {
+            return false;
+        }
+        let unblock = async {
+            let mut conn = self.pool.get().await.ok()?;
+            redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(client_id)
+                .query_async::<i64>(&mut conn)
+                .await
+                .ok()
+        };
+        matches!(tokio::time::timeout(COMMAND_TIMEOUT, unblock).await, Ok(Some(1)))
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn bad_reply(what: &str) -> StoreError {
+    StoreError::Other(format!("unexpected reply shape for {what}"))
+}
+
+fn parse_id(value: &Value) -> StoreResult<StreamId> {
+    text(value)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad_reply("stream id"))
+}
+
+/// Flat `[k, v, k, v]` arrays (RESP2) and maps (RESP3) alike.
+fn pairs(value: Value) -> StoreResult<Vec<(Value, Value)>> {
+    match value {
+        Value::Map(map) => Ok(map),
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len() / 2);
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+        _ => Err(bad_reply("field list")),
+    }
+}
+
+fn parse_entry(value: Value) -> StoreResult<LogEntry> {
+    let Value::Array(parts) = value else {
+        return Err(bad_reply("stream entry"));
+    };
+    let mut parts = parts.into_iter();
+    let id = parse_id(&parts.next().ok_or_else(|| bad_reply("stream entry"))?)?;
+    let fields = match parts.next() {
+        Some(Value::Nil) | None => Vec::new(),
+        Some(fields) => pairs(fields)?,
+    };
+    let mut names = Vec::with_capacity(fields.len());
+    for (k, v) in fields {
+        if let (Some(k), Some(v)) = (text(&k), text(&v)) {
+            names.push((k, v));
+        }
+    }
+    Ok(LogEntry::from_fields(id, names.iter().map(|(k, v)| (k.as_str(), v.clone()))))
+}
+
+fn parse_entries(value: Value) -> StoreResult<Vec<LogEntry>> {
+    match value {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(items) => items.into_iter().map(parse_entry).collect(),
+        _ => Err(bad_reply("stream range")),
+    }
+}
+
+fn parse_xread(value: Value) -> StoreResult<Vec<(JobId, Vec<LogEntry>)>> {
+    let streams = match value {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Map(map) => map,
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Array(mut kv) if kv.len() == 2 => {
+                    let entries = kv.pop().unwrap_or(Value::Nil);
+                    let key = kv.pop().unwrap_or(Value::Nil);
+                    Ok((key, entries))
+                }
+                _ => Err(bad_reply("XREAD")),
+            })
+            .collect::<StoreResult<_>>()?,
+        _ => return Err(bad_reply("XREAD")),
+    };
+    let mut out = Vec::with_capacity(streams.len());
+    for (key, entries) in streams {
+        let key = text(&key).ok_or_else(|| bad_reply("XREAD key"))?;
+        let job = key
+            .strip_suffix(":logs")
+            .and_then(|k| k.strip_prefix("job:"))
+            .and_then(|id| JobId::parse(id).ok())
+            .ok_or_else(|| bad_reply("XREAD key"))?;
+        out.push((job, parse_entries(entries)?));
+    }
+    Ok(out)
+}
+
+fn parse_stream_info(value: Value) -> StoreResult<StreamInfo> {
+    let mut info = StreamInfo::default();
+    for (key, value) in pairs(value)? {
+        let Some(key) = text(&key) else { continue };
+        match key.as_str() {
+            "length" => info.length = int(&value)?,
+            "entries-added" => info.entries_added = int(&value)?,
+            "last-generated-id" => info.last_generated_id = parse_id(&value)?,
+            "max-deleted-entry-id" => info.max_deleted_id = parse_id(&value)?,
+            "first-entry" => {
+                info.first_id = match value {
+                    Value::Nil => None,
+                    entry => Some(parse_entry(entry)?.id),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+fn int(value: &Value) -> StoreResult<u64> {
+    match value {
+        Value::Int(i) => u64::try_from(*i).map_err(|_| bad_reply("integer")),
+        other => text(other)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad_reply("integer")),
+    }
+}

@@ -1,0 +1,177 @@
+//! Telemetry: tracing set-up and the Prometheus metrics served at `/metrics`.
+
+use std::{sync::Arc, time::Instant};
+
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Why a request failed authentication (the `reason` label of `buildlogs_auth_failures_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum AuthFailureReason {
+    missing,
+    malformed,
+    bad_signature,
+    bad_alg,
+    unknown_kid,
+    expired,
+    not_yet_valid,
+    wrong_issuer,
+    wrong_party,
+    no_key,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: AuthFailureReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+    status: u16,
+}
+
+/// Every metric the service exports. Shared by reference; all updates are lock-free.
+pub struct Metrics {
+    registry: Registry,
+    pub open_streams: Gauge,
+    pub live_jobs: Gauge,
+    pub lines_delivered: Counter,
+    pub redis_errors: Counter,
+    pub streams_rejected: Counter,
+    pub slow_viewers_cut: Counter,
+    auth_failures: Family<ReasonLabel, Counter>,
+    request_duration: Family<RouteLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let open_streams = Gauge::default();
+        let live_jobs = Gauge::default();
+        let lines_delivered = Counter::default();
+        let redis_errors = Counter::default();
+        let streams_rejected = Counter::default();
+        let slow_viewers_cut = Counter::default();
+        let auth_failures = Family::<ReasonLabel, Counter>::default();
+        let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        });
+        registry.register("buildlogs_open_streams", "Open log streams (SSE responses) on this instance", open_streams.clone());
+        registry.register(
+            "buildlogs_live_jobs",
+            "Jobs this instance is following live (one shared reader feed each)",
+            live_jobs.clone(),
+        );
+        registry.register("buildlogs_lines_delivered", "Log lines sent to stream viewers", lines_delivered.clone());
+        registry.register("buildlogs_redis_errors", "Redis commands that failed or timed out", redis_errors.clone());
+        registry.register(
+            "buildlogs_streams_rejected",
+            "Streams refused with 429 past a stream cap",
+            streams_rejected.clone(),
+        );
+        registry.register(
+            "buildlogs_slow_viewers_disconnected",
+            "Streams ended because the viewer fell too far behind",
+            slow_viewers_cut.clone(),
+        );
+        registry.register("buildlogs_auth_failures", "Requests refused authentication, by reason", auth_failures.clone());
+        registry.register(
+            "buildlogs_http_request_duration_seconds",
+            "Time to produce a response's head, by route and status",
+            request_duration.clone(),
+        );
+        Self {
+            registry,
+            open_streams,
+            live_jobs,
+            lines_delivered,
+            redis_errors,
+            streams_rejected,
+            slow_viewers_cut,
+            auth_failures,
+            request_duration,
+        }
+    }
+
+    pub fn auth_failure(&self, reason: AuthFailureReason) {
+        self.auth_failures.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Middleware recording `buildlogs_http_request_duration_seconds` with a bounded route label.
+pub struct RequestMetrics(pub Arc<Metrics>);
+
+impl<E: Endpoint> Middleware<E> for RequestMetrics {
+    type Output = RequestMetricsEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        RequestMetricsEndpoint {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+pub struct RequestMetricsEndpoint<E> {
+    inner: E,
+    metrics: Arc<Metrics>,
+}
+
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        "/openapi.json" => "/openapi.json",
+        p if p.starts_with("/docs") => "/docs",
+        p if p.starts_with("/api/jobs/") && p.ends_with("/logs/stream") => "/api/jobs/{job_id}/logs/stream",
+        p if p.starts_with("/api/jobs/") && p.ends_with("/logs") => "/api/jobs/{job_id}/logs",
+        _ => "other",
+    }
+}
+
+impl<E: Endpoint> Endpoint for RequestMetricsEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> Result<Self::Output> {
+        let route = route_of(req.uri().path());
+        let started = Instant::now();
+        let result = self.inner.call(req).await.map(IntoResponse::into_response);
+        let status = match &result {
+            Ok(resp) => resp.status().as_u16(),
+            Err(err) => err.status().as_u16(),
+        };
+        self.metrics
+            .request_duration
+            .get_or_create(&RouteLabels { route, status })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+/// Installs the global tracing subscriber, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = fmt().with_env_filter(filter).with_target(false).try_init();
+}
