@@ -20,6 +20,7 @@ use crate::{
     api,
     auth::{AuthContext, AuthSettings, Session, Verifier},
     config::Config,
+    conn::{Connections, WatchedAcceptor},
     error::ApiError,
     fanout::Hub,
     ids::JobId,
@@ -41,6 +42,8 @@ pub struct AppState {
     pub limits: Arc<StreamLimits>,
     /// Cancelled at shutdown: every stream ends, every background task stops.
     pub shutdown: CancellationToken,
+    /// Sockets of open connections, so a stream notices its client leaving.
+    pub connections: Connections,
 }
 
 impl AppState {
@@ -73,7 +76,8 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn LogStore> = match &config.redis_url {
             Some(url) => Arc::new(
-                RedisStore::new(url, config.redis_pool_size, metrics.clone()).context("REDIS_URL is not usable")?,
+                RedisStore::new(url, config.redis_pool_size, metrics.clone())
+                    .context("REDIS_URL is not usable")?,
             ),
             None => {
                 tracing::warn!(
@@ -87,7 +91,11 @@ impl App {
     }
 
     /// Builds the app on a given store (tests use this to reach the embedded store directly).
-    pub async fn with_store(config: Config, store: Arc<dyn LogStore>, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub async fn with_store(
+        config: Config,
+        store: Arc<dyn LogStore>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         if !config.has_clerk_key() {
             anyhow::bail!(
                 "no Clerk key configured: set CLERK_PUBLISHABLE_KEY (or CLERK_JWT_KEY with a PEM public \
@@ -105,13 +113,17 @@ impl App {
         )
         .await?;
         let state = Arc::new(AppState {
-            limits: Arc::new(StreamLimits::new(config.max_streams_per_user, config.max_streams)),
+            limits: Arc::new(StreamLimits::new(
+                config.max_streams_per_user,
+                config.max_streams,
+            )),
             config,
             store,
             verifier,
             metrics,
             hub,
             shutdown,
+            connections: Connections::default(),
         });
         // Fetch the JWKS in the background: the service starts even when it is unreachable.
         let warm = state.clone();
@@ -119,18 +131,29 @@ impl App {
         Ok(Self { state })
     }
 
+    /// Another handle on an already built app (same state, same background tasks).
+    pub fn from_state(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
     }
 
     /// Every route, with its middleware.
-    pub fn endpoint(&self) -> impl Endpoint<Output = Response> + 'static {
+    pub fn endpoint(&self) -> impl Endpoint<Output = Response> + use<> {
         let service = api::service();
         let docs = service.swagger_ui();
         let auth: Arc<dyn AuthContext> = self.state.clone();
         let cors = (!self.state.config.cors_allowed_origins.is_empty()).then(|| {
             Cors::new()
-                .allow_origins(self.state.config.cors_allowed_origins.iter().map(String::as_str))
+                .allow_origins(
+                    self.state
+                        .config
+                        .cors_allowed_origins
+                        .iter()
+                        .map(String::as_str),
+                )
                 .allow_methods([Method::GET, Method::OPTIONS])
                 .allow_headers(["authorization", "last-event-id", "cache-control"])
                 .allow_credentials(true)
@@ -145,7 +168,9 @@ impl App {
             .at("/metrics", get(metrics_text))
             .at("/", get(index))
             .with_if(cors.is_some(), cors.unwrap_or_default())
-            .catch_all_error(|err: poem::Error| async move { ApiError::from_extractor(&err).into_poem_response() })
+            .catch_all_error(|err: poem::Error| async move {
+                ApiError::from_extractor(&err).into_poem_response()
+            })
             .with(RequestMetrics(self.state.metrics.clone()))
             .data(self.state.clone())
             .data(auth)
@@ -153,7 +178,11 @@ impl App {
     }
 
     /// Serves until `signal` resolves, then ends every stream and stops within the grace period.
-    pub async fn serve(self, acceptor: TcpAcceptor, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        acceptor: TcpAcceptor,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let token = self.state.shutdown.clone();
         let signal = async move {
             signal.await;
@@ -165,6 +194,7 @@ impl App {
             tracing::info!(%addr, store = self.state.store.backend(), "buildlogs listening");
         }
         let endpoint = self.endpoint();
+        let acceptor = WatchedAcceptor::new(acceptor, self.state.connections.clone());
         let result = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(endpoint, signal, Some(SHUTDOWN_GRACE))
             .await;

@@ -13,7 +13,10 @@ use std::{
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use poem::{Request, RequestBody, http::header};
-use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, SecurityScheme, auth::ApiKey, registry::Registry};
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ExtractParamOptions, SecurityScheme, auth::ApiKey,
+    registry::Registry,
+};
 use serde::Deserialize;
 
 use crate::{config::Config, error::ApiError, telemetry::AuthFailureReason};
@@ -44,15 +47,23 @@ pub fn domain_from_publishable_key(key: &str) -> Result<String, AuthConfigError>
         .ok_or(AuthConfigError::BadPublishableKey)?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim_end_matches('='))
-        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded.trim_end_matches('=')))
+        .or_else(|_| {
+            base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded.trim_end_matches('='))
+        })
         .map_err(|_| AuthConfigError::BadPublishableKey)?;
     let text = String::from_utf8(decoded).map_err(|_| AuthConfigError::BadPublishableKey)?;
-    let domain = text.strip_suffix('$').ok_or(AuthConfigError::BadPublishableKey)?;
+    let domain = text
+        .strip_suffix('$')
+        .ok_or(AuthConfigError::BadPublishableKey)?;
     let valid = !domain.is_empty()
         && domain
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
-    if valid { Ok(domain.to_owned()) } else { Err(AuthConfigError::BadPublishableKey) }
+    if valid {
+        Ok(domain.to_owned())
+    } else {
+        Err(AuthConfigError::BadPublishableKey)
+    }
 }
 
 /// Where keys come from and what a token must say, resolved from the configuration.
@@ -73,12 +84,19 @@ impl AuthSettings {
             .map(domain_from_publishable_key)
             .transpose()?;
         Ok(Self {
-            pem: config.clerk_jwt_key.as_ref().map(|k| k.replace("\\n", "\n")),
-            jwks_url: config
-                .clerk_jwks_url
+            pem: config
+                .clerk_jwt_key
+                .as_ref()
+                .map(|k| k.replace("\\n", "\n")),
+            jwks_url: config.clerk_jwks_url.clone().or_else(|| {
+                derived
+                    .as_ref()
+                    .map(|d| format!("https://{d}/.well-known/jwks.json"))
+            }),
+            issuer: config
+                .clerk_issuer
                 .clone()
-                .or_else(|| derived.as_ref().map(|d| format!("https://{d}/.well-known/jwks.json"))),
-            issuer: config.clerk_issuer.clone().or_else(|| derived.map(|d| format!("https://{d}"))),
+                .or_else(|| derived.map(|d| format!("https://{d}"))),
             authorized_parties: config
                 .clerk_authorized_parties
                 .iter()
@@ -133,12 +151,19 @@ impl Verifier {
         let pem_key = settings
             .pem
             .as_deref()
-            .map(|pem| DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| AuthConfigError::BadPem(e.to_string())))
+            .map(|pem| {
+                DecodingKey::from_rsa_pem(pem.as_bytes())
+                    .map_err(|e| AuthConfigError::BadPem(e.to_string()))
+            })
             .transpose()?
             .map(Arc::new);
         if let Some(url) = &settings.jwks_url {
-            let parsed = reqwest::Url::parse(url).map_err(|e| AuthConfigError::BadJwksUrl(e.to_string()))?;
-            let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]" | "::1"));
+            let parsed =
+                reqwest::Url::parse(url).map_err(|e| AuthConfigError::BadJwksUrl(e.to_string()))?;
+            let loopback = matches!(
+                parsed.host_str(),
+                Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
+            );
             if !(parsed.scheme() == "https" || (parsed.scheme() == "http" && loopback)) {
                 return Err(AuthConfigError::BadJwksUrl(url.clone()));
             }
@@ -169,7 +194,9 @@ impl Verifier {
 
     /// Fetches the JWKS unless a fetch is not allowed yet. Returns whether keys were replaced.
     async fn refresh_jwks(&self, force: bool) -> bool {
-        let Some(url) = self.settings.jwks_url.as_deref() else { return false };
+        let Some(url) = self.settings.jwks_url.as_deref() else {
+            return false;
+        };
         let _guard = self.fetch_lock.lock().await;
         let now = Instant::now();
         if !force {
@@ -188,7 +215,9 @@ impl Verifier {
             Ok(set) => {
                 let mut keys = HashMap::new();
                 for jwk in &set.keys {
-                    let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) else {
+                    let (Some(kid), Ok(key)) =
+                        (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))
+                    else {
                         continue;
                     };
                     keys.insert(kid, Arc::new(key));
@@ -227,13 +256,17 @@ impl Verifier {
         if self.settings.jwks_url.is_none() {
             return Err(AuthFailureReason::no_key);
         }
-        if self.refresh_jwks(false).await
-            && let Some(key) = self.cached_key(kid)
-        {
+        // Whether or not this call fetched, a concurrent fetch may have brought the key.
+        self.refresh_jwks(false).await;
+        if let Some(key) = self.cached_key(kid) {
             return Ok(key);
         }
         let fetched = self.jwks.read().unwrap_or_else(|p| p.into_inner()).fetched;
-        Err(if fetched { AuthFailureReason::unknown_kid } else { AuthFailureReason::no_key })
+        Err(if fetched {
+            AuthFailureReason::unknown_kid
+        } else {
+            AuthFailureReason::no_key
+        })
     }
 
     /// Verifies a token (contract §2), or says why not.
@@ -273,15 +306,18 @@ impl Verifier {
         }
         validation.set_required_spec_claims(&required);
 
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|err| match err.kind() {
-            ErrorKind::InvalidSignature => R::bad_signature,
-            ErrorKind::ExpiredSignature => R::expired,
-            ErrorKind::ImmatureSignature => R::not_yet_valid,
-            ErrorKind::InvalidIssuer => R::wrong_issuer,
-            ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => R::wrong_issuer,
-            ErrorKind::InvalidAlgorithm => R::bad_alg,
-            _ => R::malformed,
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|err| {
+                match err.kind() {
+                    ErrorKind::InvalidSignature => R::bad_signature,
+                    ErrorKind::ExpiredSignature => R::expired,
+                    ErrorKind::ImmatureSignature => R::not_yet_valid,
+                    ErrorKind::InvalidIssuer => R::wrong_issuer,
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => R::wrong_issuer,
+                    ErrorKind::InvalidAlgorithm => R::bad_alg,
+                    _ => R::malformed,
+                }
+            })?;
         let claims = data.claims;
         let (Some(sub), Some(exp)) = (claims.sub.filter(|s| !s.is_empty()), claims.exp) else {
             return Err(R::malformed);
@@ -294,7 +330,8 @@ impl Verifier {
         }
         Ok(Session {
             user_id: sub,
-            valid_until: UNIX_EPOCH + Duration::from_secs(exp.saturating_add(self.settings.leeway_secs)),
+            valid_until: UNIX_EPOCH
+                + Duration::from_secs(exp.saturating_add(self.settings.leeway_secs)),
         })
     }
 }

@@ -5,7 +5,11 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "buildlogs", version, about = "Live and historical build logs for the jobs' owners.")]
+#[command(
+    name = "buildlogs",
+    version,
+    about = "Live and historical build logs for the jobs' owners."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -150,6 +154,8 @@ impl Config {
     }
 
     pub fn has_clerk_key(&self) -> bool {
-        self.clerk_publishable_key.is_some() || self.clerk_jwt_key.is_some() || self.clerk_jwks_url.is_some()
+        self.clerk_publishable_key.is_some()
+            || self.clerk_jwt_key.is_some()
+            || self.clerk_jwks_url.is_some()
     }
 }

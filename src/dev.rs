@@ -54,7 +54,10 @@ impl Signer {
 
     /// A session token for `user` valid for `ttl`, shaped like Clerk's.
     pub fn session_token(&self, user: &str, ttl: Duration) -> (String, u64) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         let exp = now + ttl.as_secs();
         let token = self.sign(&serde_json::json!({
             "sub": user, "iat": now, "nbf": now, "exp": exp, "sid": "sess_dev",
@@ -65,7 +68,8 @@ impl Signer {
 
 /// A fresh RSA key pair: (private PKCS#8 PEM, public SPKI PEM).
 pub fn generate_rsa_pem() -> anyhow::Result<(String, String)> {
-    let private = RsaPrivateKey::new(&mut rand::thread_rng(), 2048).context("generating an RSA key")?;
+    let private =
+        RsaPrivateKey::new(&mut rand::thread_rng(), 2048).context("generating an RSA key")?;
     let private_pem = private.to_pkcs8_pem(LineEnding::LF)?.to_string();
     let public_pem = private.to_public_key().to_public_key_pem(LineEnding::LF)?;
     Ok((private_pem, public_pem))
@@ -103,7 +107,10 @@ impl DevKit {
         let (token, exp) = self.signer.session_token(DEV_USER, DEV_TOKEN_TTL);
         let expires = time::OffsetDateTime::from_unix_timestamp(exp as i64)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_else(|| exp.to_string());
         let host = if addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", addr.port())
@@ -165,42 +172,117 @@ async fn run_demo_job(writer: &LogWriter, job: &JobId, secs: u64) -> anyhow::Res
     let total = (secs * 15).max(12) as usize;
     let mut rng = rand::rngs::StdRng::from_entropy();
     let packages = [
-        "react", "react-dom", "vite", "typescript", "zod", "tailwindcss", "postcss", "esbuild", "@types/node",
-        "eslint", "vitest", "date-fns",
+        "react",
+        "react-dom",
+        "vite",
+        "typescript",
+        "zod",
+        "tailwindcss",
+        "postcss",
+        "esbuild",
+        "@types/node",
+        "eslint",
+        "vitest",
+        "date-fns",
     ];
-    let modules = ["src/main.tsx", "src/App.tsx", "src/api/client.ts", "src/components/LogView.tsx", "src/hooks/useJob.ts"];
+    let modules = [
+        "src/main.tsx",
+        "src/App.tsx",
+        "src/api/client.ts",
+        "src/components/LogView.tsx",
+        "src/hooks/useJob.ts",
+    ];
     let phases = [("install", "deps"), ("build", "code"), ("test", "checks")];
-    writer.set_status(job, "starting", "Preparing the workspace").await?;
-    writer.append(job, Source::System, "scaffold", &format!("Starting job {job}")).await?;
+    writer
+        .set_status(job, "starting", "Preparing the workspace")
+        .await?;
+    writer
+        .append(
+            job,
+            Source::System,
+            "scaffold",
+            &format!("Starting job {job}"),
+        )
+        .await?;
     let per_phase = total / phases.len();
     for (i, (phase, status)) in phases.iter().enumerate() {
-        writer.set_status(job, status, &format!("Running {phase}")).await?;
-        writer.append(job, Source::System, phase, &format!("==> {phase}")).await?;
+        writer
+            .set_status(job, status, &format!("Running {phase}"))
+            .await?;
+        writer
+            .append(job, Source::System, phase, &format!("==> {phase}"))
+            .await?;
         for step in 0..per_phase {
             let (source, text) = match *phase {
                 "install" => {
                     let pkg = packages[rng.gen_range(0..packages.len())];
                     if step % 9 == 4 {
-                        (Source::Stderr, format!("npm WARN deprecated {pkg}@{}.{}.0: use a newer release", rng.gen_range(1..9), rng.gen_range(0..20)))
+                        (
+                            Source::Stderr,
+                            format!(
+                                "npm WARN deprecated {pkg}@{}.{}.0: use a newer release",
+                                rng.gen_range(1..9),
+                                rng.gen_range(0..20)
+                            ),
+                        )
                     } else {
-                        (Source::Stdout, format!("added {pkg}@{}.{}.{} ({} ms)", rng.gen_range(1..19), rng.gen_range(0..30), rng.gen_range(0..9), rng.gen_range(3..400)))
+                        (
+                            Source::Stdout,
+                            format!(
+                                "added {pkg}@{}.{}.{} ({} ms)",
+                                rng.gen_range(1..19),
+                                rng.gen_range(0..30),
+                                rng.gen_range(0..9),
+                                rng.gen_range(3..400)
+                            ),
+                        )
                     }
                 }
                 "build" => {
                     let module = modules[step % modules.len()];
                     if step % 11 == 7 {
-                        (Source::Stderr, format!("warning: {module}:{}:{} 'value' is declared but never read", rng.gen_range(1..200), rng.gen_range(1..40)))
+                        (
+                            Source::Stderr,
+                            format!(
+                                "warning: {module}:{}:{} 'value' is declared but never read",
+                                rng.gen_range(1..200),
+                                rng.gen_range(1..40)
+                            ),
+                        )
                     } else {
-                        (Source::Stdout, format!("transforming {module} ({} modules, {} kB)", rng.gen_range(10..900), rng.gen_range(1..300)))
+                        (
+                            Source::Stdout,
+                            format!(
+                                "transforming {module} ({} modules, {} kB)",
+                                rng.gen_range(10..900),
+                                rng.gen_range(1..300)
+                            ),
+                        )
                     }
                 }
-                _ => (Source::Stdout, format!(" ✓ test {}/{} {} ({} ms)", step + 1, per_phase, modules[step % modules.len()], rng.gen_range(1..90))),
+                _ => (
+                    Source::Stdout,
+                    format!(
+                        " ✓ test {}/{} {} ({} ms)",
+                        step + 1,
+                        per_phase,
+                        modules[step % modules.len()],
+                        rng.gen_range(1..90)
+                    ),
+                ),
             };
             writer.append(job, source, phase, &text).await?;
             tokio::time::sleep(Duration::from_millis(if i == 0 { 50 } else { 70 })).await;
         }
     }
-    writer.append(job, Source::System, "dev_server", "Build finished: ready at http://localhost:5173").await?;
+    writer
+        .append(
+            job,
+            Source::System,
+            "dev_server",
+            "Build finished: ready at http://localhost:5173",
+        )
+        .await?;
     writer.set_status(job, "ready", "Build succeeded").await?;
     Ok(())
 }

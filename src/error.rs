@@ -40,7 +40,9 @@ impl ErrorCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::JobNotFound | Self::NotFound => StatusCode::NOT_FOUND,
-            Self::InvalidJobId | Self::InvalidCursor | Self::InvalidLimit => StatusCode::BAD_REQUEST,
+            Self::InvalidJobId | Self::InvalidCursor | Self::InvalidLimit => {
+                StatusCode::BAD_REQUEST
+            }
             Self::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,7 +85,9 @@ pub struct Problem {
 /// Every error the API produces. Internal causes are logged where they happen, never shown.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
-    #[error("a valid Clerk session token is required (Authorization: Bearer <jwt>, or the __session cookie)")]
+    #[error(
+        "a valid Clerk session token is required (Authorization: Bearer <jwt>, or the __session cookie)"
+    )]
     Unauthorized,
     #[error("no job with this id exists, or it is not yours")]
     JobNotFound,

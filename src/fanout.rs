@@ -41,7 +41,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub enum FeedMsg {
     /// Consecutive entries that directly follow `after` in the stream.
-    Lines { after: StreamId, entries: Arc<[LogEntry]> },
+    Lines {
+        after: StreamId,
+        entries: Arc<[LogEntry]>,
+    },
     /// The job is terminal and every line up to `last` has been sent.
     Done(Done),
 }
@@ -140,7 +143,12 @@ impl Hub {
                 .run(),
             );
         }
-        tokio::spawn(monitor(Arc::downgrade(&inner), checks_rx, status_poll, shutdown));
+        tokio::spawn(monitor(
+            Arc::downgrade(&inner),
+            checks_rx,
+            status_poll,
+            shutdown,
+        ));
         Ok(Self { inner })
     }
 
@@ -184,7 +192,11 @@ impl Hub {
 
     /// Jobs with a live feed on this instance.
     pub fn live_jobs(&self) -> usize {
-        self.inner.feeds.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.inner
+            .feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 }
 
@@ -213,7 +225,10 @@ impl HubInner {
 
     fn reader_of(&self, job: &JobId) -> Option<usize> {
         let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        feeds.get(job).filter(|f| f.done().is_none()).map(|f| f.reader)
+        feeds
+            .get(job)
+            .filter(|f| f.done().is_none())
+            .map(|f| f.reader)
     }
 
     /// Checks the statuses of `jobs` and tells their readers about terminal ones.
@@ -330,7 +345,11 @@ impl ReaderTask {
             }
             Command::Unwatch(job) => {
                 // A feed recreated since is a different feed: keep that one.
-                if self.jobs.get(&job).is_some_and(|w| w.feed.tx.receiver_count() == 0) {
+                if self
+                    .jobs
+                    .get(&job)
+                    .is_some_and(|w| w.feed.tx.receiver_count() == 0)
+                {
                     self.jobs.remove(&job);
                 }
             }
@@ -343,7 +362,9 @@ impl ReaderTask {
     }
 
     fn publish(watched: &mut Watched, entries: Vec<LogEntry>) {
-        let Some(last) = entries.last().map(|e| e.id) else { return };
+        let Some(last) = entries.last().map(|e| e.id) else {
+            return;
+        };
         let after = watched.cursor;
         watched.cursor = last;
         // No receivers is fine: the feed is about to be released.
@@ -364,7 +385,10 @@ impl ReaderTask {
         for job in finished {
             let watched = self.jobs.get_mut(&job).expect("listed above");
             loop {
-                let entries = self.store.range_after(&job, watched.cursor, READ_COUNT).await?;
+                let entries = self
+                    .store
+                    .range_after(&job, watched.cursor, READ_COUNT)
+                    .await?;
                 let more = entries.len() == READ_COUNT;
                 Self::publish(watched, entries);
                 if !more {
@@ -405,7 +429,11 @@ impl ReaderTask {
                 }
                 continue;
             }
-            let cursors: Vec<(JobId, StreamId)> = self.jobs.iter().map(|(j, w)| (j.clone(), w.cursor)).collect();
+            let cursors: Vec<(JobId, StreamId)> = self
+                .jobs
+                .iter()
+                .map(|(j, w)| (j.clone(), w.cursor))
+                .collect();
             let mut pending = Vec::new();
             let result = {
                 let read = self.live.read(&cursors, READ_COUNT, READ_BLOCK);

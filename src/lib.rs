@@ -11,12 +11,14 @@
 //!   lines in the job runner's exact format.
 //! - [`error`]: every error code, its status and its problem+json body.
 //! - [`limits`], [`telemetry`], [`ids`]: stream caps, metrics and tracing, strict id parsing.
+//! - [`conn`]: lets an idle stream notice that its client has gone.
 //! - [`dev`]: `serve --dev`, a throwaway key and a demo job for a local try-out.
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod dev;
 pub mod error;
 pub mod fanout;

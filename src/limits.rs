@@ -100,6 +100,9 @@ mod tests {
         let _b1 = limits.try_acquire("b").unwrap();
         assert!(limits.try_acquire("c").is_none(), "total cap");
         drop(a1);
-        assert!(limits.try_acquire("c").is_some(), "a released slot is reusable");
+        assert!(
+            limits.try_acquire("c").is_some(),
+            "a released slot is reusable"
+        );
     }
 }

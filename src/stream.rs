@@ -1,16 +1,24 @@
 //! One viewer's event stream: start position, resume and `reset`, catch-up from the store, the
 //! live feed, heartbeats, `done`, and the end of the stream when the token expires.
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use futures_util::{StreamExt, stream::BoxStream};
-use tokio::{sync::broadcast::error::RecvError, time::Instant};
+use tokio::{net::TcpStream, sync::broadcast::error::RecvError, time::Instant};
 
 use crate::{
-    api::models::{DoneData, FinalStatus, HeartbeatData, LogLine, ResetData, ResetReason, RetryData, StartData, StreamEvent},
+    api::models::{
+        DoneData, FinalStatus, HeartbeatData, LogLine, ResetData, ResetReason, RetryData,
+        StartData, StreamEvent,
+    },
     app::AppState,
     auth::Session,
     config::LiveMode,
+    conn::Connections,
     error::ApiError,
     fanout::{FeedMsg, Subscription},
     ids::{JobId, StreamId},
@@ -44,7 +52,11 @@ pub fn needs_reset(resume: StreamId, info: Option<&StreamInfo>) -> bool {
 }
 
 fn final_status(status: &JobStatus) -> FinalStatus {
-    if status.as_str() == "failed" { FinalStatus::Failed } else { FinalStatus::Ready }
+    if status.as_str() == "failed" {
+        FinalStatus::Failed
+    } else {
+        FinalStatus::Ready
+    }
 }
 
 /// Opens a stream for `session` on `job`, after checking ownership and the caps.
@@ -53,10 +65,14 @@ pub async fn open(
     session: Session,
     job: JobId,
     resume: Option<StreamId>,
+    client: Option<Weak<TcpStream>>,
 ) -> Result<StreamOutcome, ApiError> {
     let record = state.authorize(&session, &job).await?;
     let info = state.store.stream_info(&job).await?;
-    let last_generated = info.as_ref().map(|i| i.last_generated_id).unwrap_or_default();
+    let last_generated = info
+        .as_ref()
+        .map(|i| i.last_generated_id)
+        .unwrap_or_default();
     let position = resume.unwrap_or(last_generated);
     let reset = resume.is_some_and(|id| needs_reset(id, info.as_ref()));
 
@@ -101,7 +117,10 @@ pub async fn open(
     if reset {
         queue.push_back(StreamEvent::Reset(ResetData {
             reason: ResetReason::Trimmed,
-            oldest_id: info.as_ref().and_then(|i| i.first_id).map(|id| id.to_string()),
+            oldest_id: info
+                .as_ref()
+                .and_then(|i| i.first_id)
+                .map(|id| id.to_string()),
         }));
     }
 
@@ -127,6 +146,7 @@ pub async fn open(
         expires_at: now + ttl,
         retry_at: None,
         backoff: Duration::from_millis(100),
+        client,
         state,
     };
     if let Live::Feed(sub) = &viewer.live
@@ -173,6 +193,8 @@ struct Viewer {
     expires_at: Instant,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// The client's socket, watched for it going away (absent for in-process requests).
+    client: Option<Weak<TcpStream>>,
 }
 
 enum Wake {
@@ -228,7 +250,12 @@ impl Viewer {
                 return None;
             }
             if self.catching_up && self.retry_at.is_none_or(|at| now >= at) {
-                match self.state.store.range_after(&self.job, self.pos, CATCH_UP_BATCH).await {
+                match self
+                    .state
+                    .store
+                    .range_after(&self.job, self.pos, CATCH_UP_BATCH)
+                    .await
+                {
                     Ok(entries) => {
                         self.retry_at = None;
                         self.backoff = Duration::from_millis(100);
@@ -264,6 +291,13 @@ impl Viewer {
                         None => std::future::pending().await,
                     }
                 };
+                let client = self.client.clone();
+                let gone = async move {
+                    match client {
+                        Some(socket) => Connections::closed(socket).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let catching_up = self.catching_up;
                 let pos = self.pos;
                 let job = &self.job;
@@ -276,7 +310,11 @@ impl Viewer {
                         Live::Feed(sub) => Wake::Msg(sub.rx.recv().await),
                         Live::Naive(reader) => {
                             let read = reader
-                                .read(&[(job.clone(), pos)], CATCH_UP_BATCH, Duration::from_secs(1))
+                                .read(
+                                    &[(job.clone(), pos)],
+                                    CATCH_UP_BATCH,
+                                    Duration::from_secs(1),
+                                )
                                 .await
                                 .map(|batches| batches.into_iter().flat_map(|(_, e)| e).collect());
                             Wake::Naive(read)
@@ -288,6 +326,7 @@ impl Viewer {
                     biased;
                     () = shutdown => Wake::End,
                     () = expiry => Wake::End,
+                    () = gone => Wake::End,
                     () = retry => Wake::Retry,
                     wake = live => wake,
                     () = heartbeat => Wake::Heartbeat,
@@ -297,7 +336,8 @@ impl Viewer {
                 Wake::End => return None,
                 Wake::Retry => {}
                 Wake::Heartbeat => {
-                    self.queue.push_back(StreamEvent::Heartbeat(HeartbeatData {}));
+                    self.queue
+                        .push_back(StreamEvent::Heartbeat(HeartbeatData {}));
                 }
                 Wake::Msg(Ok(FeedMsg::Lines { after, entries })) => {
                     if after > self.pos {
@@ -315,13 +355,19 @@ impl Viewer {
                 }
                 Wake::Msg(Err(RecvError::Lagged(_))) => {
                     self.catching_up = true;
-                    self.lag_budget.get_or_insert(self.state.config.viewer_max_lag);
+                    self.lag_budget
+                        .get_or_insert(self.state.config.viewer_max_lag);
                 }
                 Wake::Msg(Err(RecvError::Closed)) => return None,
                 Wake::Naive(Ok(entries)) => {
                     self.push_entries(entries);
                     // The naive design checks the job's status on every loop, per viewer.
-                    match self.state.store.statuses(std::slice::from_ref(&self.job)).await {
+                    match self
+                        .state
+                        .store
+                        .statuses(std::slice::from_ref(&self.job))
+                        .await
+                    {
                         Ok(statuses) => {
                             if let Some(Some(status)) = statuses.into_iter().next()
                                 && status.is_terminal()
@@ -343,7 +389,13 @@ impl Viewer {
 mod tests {
     use super::*;
 
-    fn info(length: u64, first: Option<(u64, u64)>, last: (u64, u64), added: u64, deleted: (u64, u64)) -> StreamInfo {
+    fn info(
+        length: u64,
+        first: Option<(u64, u64)>,
+        last: (u64, u64),
+        added: u64,
+        deleted: (u64, u64),
+    ) -> StreamInfo {
         StreamInfo {
             length,
             first_id: first.map(|(a, b)| StreamId::new(a, b)),

@@ -65,17 +65,49 @@ impl Metrics {
         let streams_rejected = Counter::default();
         let slow_viewers_cut = Counter::default();
         let auth_failures = Family::<ReasonLabel, Counter>::default();
+        // Every reason is exported from the start, at zero, so dashboards see the full set.
+        {
+            use AuthFailureReason::*;
+            for reason in [
+                missing,
+                malformed,
+                bad_signature,
+                bad_alg,
+                unknown_kid,
+                expired,
+                not_yet_valid,
+                wrong_issuer,
+                wrong_party,
+                no_key,
+            ] {
+                let _ = auth_failures.get_or_create(&ReasonLabel { reason });
+            }
+        }
         let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])
         });
-        registry.register("buildlogs_open_streams", "Open log streams (SSE responses) on this instance", open_streams.clone());
+        registry.register(
+            "buildlogs_open_streams",
+            "Open log streams (SSE responses) on this instance",
+            open_streams.clone(),
+        );
         registry.register(
             "buildlogs_live_jobs",
             "Jobs this instance is following live (one shared reader feed each)",
             live_jobs.clone(),
         );
-        registry.register("buildlogs_lines_delivered", "Log lines sent to stream viewers", lines_delivered.clone());
-        registry.register("buildlogs_redis_errors", "Redis commands that failed or timed out", redis_errors.clone());
+        registry.register(
+            "buildlogs_lines_delivered",
+            "Log lines sent to stream viewers",
+            lines_delivered.clone(),
+        );
+        registry.register(
+            "buildlogs_redis_errors",
+            "Redis commands that failed or timed out",
+            redis_errors.clone(),
+        );
         registry.register(
             "buildlogs_streams_rejected",
             "Streams refused with 429 past a stream cap",
@@ -86,7 +118,11 @@ impl Metrics {
             "Streams ended because the viewer fell too far behind",
             slow_viewers_cut.clone(),
         );
-        registry.register("buildlogs_auth_failures", "Requests refused authentication, by reason", auth_failures.clone());
+        registry.register(
+            "buildlogs_auth_failures",
+            "Requests refused authentication, by reason",
+            auth_failures.clone(),
+        );
         registry.register(
             "buildlogs_http_request_duration_seconds",
             "Time to produce a response's head, by route and status",
@@ -106,7 +142,9 @@ impl Metrics {
     }
 
     pub fn auth_failure(&self, reason: AuthFailureReason) {
-        self.auth_failures.get_or_create(&ReasonLabel { reason }).inc();
+        self.auth_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition.
@@ -144,7 +182,9 @@ fn route_of(path: &str) -> &'static str {
         "/metrics" => "/metrics",
         "/openapi.json" => "/openapi.json",
         p if p.starts_with("/docs") => "/docs",
-        p if p.starts_with("/api/jobs/") && p.ends_with("/logs/stream") => "/api/jobs/{job_id}/logs/stream",
+        p if p.starts_with("/api/jobs/") && p.ends_with("/logs/stream") => {
+            "/api/jobs/{job_id}/logs/stream"
+        }
         p if p.starts_with("/api/jobs/") && p.ends_with("/logs") => "/api/jobs/{job_id}/logs",
         _ => "other",
     }

@@ -38,7 +38,9 @@ impl Source {
 
 /// The current time as the runner writes it: `2026-11-24T03:05:57.123456+00:00`.
 pub fn runner_timestamp(at: OffsetDateTime) -> String {
-    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00");
+    let format = format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"
+    );
     at.to_offset(time::UtcOffset::UTC)
         .format(&format)
         .expect("a UTC timestamp always formats")
@@ -97,7 +99,14 @@ impl LogWriter {
     pub async fn set_status(&self, job: &JobId, status: &str, message: &str) -> StoreResult<()> {
         let now = runner_timestamp(OffsetDateTime::now_utc());
         self.store
-            .put_job(job, &[("status", status), ("status_message", message), ("updated_at", &now)])
+            .put_job(
+                job,
+                &[
+                    ("status", status),
+                    ("status_message", message),
+                    ("updated_at", &now),
+                ],
+            )
             .await?;
         let event = serde_json::json!({
             "job_id": job.as_str(), "status": status, "message": message, "timestamp": now,
@@ -106,16 +115,36 @@ impl LogWriter {
     }
 
     /// Appends one line with the runner's fields, text capped as the runner caps it.
-    pub async fn append(&self, job: &JobId, source: Source, phase: &str, text: &str) -> StoreResult<StreamId> {
+    pub async fn append(
+        &self,
+        job: &JobId,
+        source: Source,
+        phase: &str,
+        text: &str,
+    ) -> StoreResult<StreamId> {
         let ts = runner_timestamp(OffsetDateTime::now_utc());
         let text = cap_text(text);
-        self.append_fields(job, &[("ts", &ts), ("source", source.as_str()), ("text", &text), ("phase", phase)])
-            .await
+        self.append_fields(
+            job,
+            &[
+                ("ts", &ts),
+                ("source", source.as_str()),
+                ("text", &text),
+                ("phase", phase),
+            ],
+        )
+        .await
     }
 
     /// Appends an entry with exactly these fields (other writers' entries: odd or missing fields).
-    pub async fn append_fields(&self, job: &JobId, fields: &[(&str, &str)]) -> StoreResult<StreamId> {
-        self.store.append(job, fields, self.maxlen, RUNNER_TTL).await
+    pub async fn append_fields(
+        &self,
+        job: &JobId,
+        fields: &[(&str, &str)],
+    ) -> StoreResult<StreamId> {
+        self.store
+            .append(job, fields, self.maxlen, RUNNER_TTL)
+            .await
     }
 }
 
@@ -134,7 +163,10 @@ mod tests {
         assert_eq!(cap_text("short"), "short");
         let long = "é".repeat(MAX_TEXT_CHARS + 5);
         let capped = cap_text(&long);
-        assert_eq!(capped.chars().count(), MAX_TEXT_CHARS + TRUNCATION_MARK.len());
+        assert_eq!(
+            capped.chars().count(),
+            MAX_TEXT_CHARS + TRUNCATION_MARK.len()
+        );
         assert!(capped.ends_with(TRUNCATION_MARK));
         assert_eq!(cap_text(&"x".repeat(MAX_TEXT_CHARS)).len(), MAX_TEXT_CHARS);
     }

@@ -114,7 +114,11 @@ impl LogsApi {
     /// Page backwards with `before_id = oldest_id` until `has_more` is false to visit every
     /// retained line exactly once. Above a live stream, start from its `start` event's
     /// `history_cursor`. A job with no log stream yet has an empty page.
-    #[oai(path = "/api/jobs/:job_id/logs", method = "get", operation_id = "getJobLogs")]
+    #[oai(
+        path = "/api/jobs/:job_id/logs",
+        method = "get",
+        operation_id = "getJobLogs"
+    )]
     async fn history(
         &self,
         session: Session,
@@ -167,11 +171,16 @@ impl LogsApi {
     /// after it, in order, then live. `done` ends the stream once the job is `ready` or
     /// `failed`; resuming after that answers 204. The stream also ends when the session token
     /// expires: reconnect with a fresh token and `Last-Event-ID` to lose nothing.
-    #[oai(path = "/api/jobs/:job_id/logs/stream", method = "get", operation_id = "streamJobLogs")]
+    #[oai(
+        path = "/api/jobs/:job_id/logs/stream",
+        method = "get",
+        operation_id = "streamJobLogs"
+    )]
     async fn stream(
         &self,
         session: Session,
         state: Data<&Arc<AppState>>,
+        req: &poem::Request,
         /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
         #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
         job_id: Path<String>,
@@ -188,7 +197,8 @@ impl LogsApi {
                         .map_err(|_| ApiError::InvalidCursor("Last-Event-ID"))?,
                 ),
             };
-            stream::open((*state).clone(), session, job, resume).await
+            let client = state.connections.get(req.remote_addr());
+            stream::open((*state).clone(), session, job, resume, client).await
         };
         match result.await {
             Ok(StreamOutcome::NoContent) => StreamResponse::NoContent,

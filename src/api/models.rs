@@ -123,11 +123,15 @@ impl StreamEvent {
             Self::Retry(r) => Event::retry(u64::from(r.retry_ms)),
             Self::Start(s) => {
                 let position = s.position.clone();
-                Event::message(s.to_json_string()).event_type("start").id(position)
+                Event::message(s.to_json_string())
+                    .event_type("start")
+                    .id(position)
             }
             Self::Log(line) => {
                 let id = line.id.clone();
-                Event::message(line.to_json_string()).event_type("log").id(id)
+                Event::message(line.to_json_string())
+                    .event_type("log")
+                    .id(id)
             }
             Self::Heartbeat(h) => Event::message(h.to_json_string()).event_type("heartbeat"),
             Self::Done(d) => Event::message(d.to_json_string()).event_type("done"),

@@ -73,13 +73,17 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that matters
         // more than losing the whole store would.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Deletes the entry `id` (as `XDEL` does, recording `max-deleted-entry-id`). For tests.
     pub fn delete_entry(&self, job: &JobId, id: StreamId) -> bool {
         let mut state = self.lock();
-        let Some(stream) = state.streams.get_mut(job) else { return false };
+        let Some(stream) = state.streams.get_mut(job) else {
+            return false;
+        };
         let before = stream.entries.len();
         stream.entries.retain(|e| e.id != id);
         let deleted = stream.entries.len() != before;
@@ -145,24 +149,50 @@ impl LogStore for MemoryStore {
         }))
     }
 
-    async fn range_before(&self, job: &JobId, before: Option<StreamId>, count: usize) -> StoreResult<Vec<LogEntry>> {
+    async fn range_before(
+        &self,
+        job: &JobId,
+        before: Option<StreamId>,
+        count: usize,
+    ) -> StoreResult<Vec<LogEntry>> {
         let mut state = self.lock();
-        let Some(stream) = state.stream(job) else { return Ok(Vec::new()) };
+        let Some(stream) = state.stream(job) else {
+            return Ok(Vec::new());
+        };
         let end = match before {
             Some(before) => stream.entries.partition_point(|e| e.id < before),
             None => stream.entries.len(),
         };
-        Ok(stream.entries.range(..end).rev().take(count).cloned().collect())
+        Ok(stream
+            .entries
+            .range(..end)
+            .rev()
+            .take(count)
+            .cloned()
+            .collect())
     }
 
-    async fn range_after(&self, job: &JobId, after: StreamId, count: usize) -> StoreResult<Vec<LogEntry>> {
+    async fn range_after(
+        &self,
+        job: &JobId,
+        after: StreamId,
+        count: usize,
+    ) -> StoreResult<Vec<LogEntry>> {
         let mut state = self.lock();
-        let Some(stream) = state.stream(job) else { return Ok(Vec::new()) };
+        let Some(stream) = state.stream(job) else {
+            return Ok(Vec::new());
+        };
         let start = stream.entries.partition_point(|e| e.id <= after);
         Ok(stream.entries.range(start..).take(count).cloned().collect())
     }
 
-    async fn append(&self, job: &JobId, fields: Fields<'_>, maxlen: usize, ttl: Duration) -> StoreResult<StreamId> {
+    async fn append(
+        &self,
+        job: &JobId,
+        fields: Fields<'_>,
+        maxlen: usize,
+        ttl: Duration,
+    ) -> StoreResult<StreamId> {
         let id = {
             let mut state = self.lock();
             if state.stream(job).is_none() {
@@ -179,9 +209,10 @@ impl LogStore for MemoryStore {
             stream.last_generated = id;
             stream.entries_added += 1;
             stream.expires_at = Some(Instant::now() + ttl);
-            stream
-                .entries
-                .push_back(LogEntry::from_fields(id, fields.iter().map(|(k, v)| (*k, (*v).to_owned()))));
+            stream.entries.push_back(LogEntry::from_fields(
+                id,
+                fields.iter().map(|(k, v)| (*k, (*v).to_owned())),
+            ));
             while stream.entries.len() > maxlen {
                 stream.entries.pop_front();
             }

@@ -48,7 +48,10 @@ pub struct LogEntry {
 
 impl LogEntry {
     /// Builds an entry from a stream entry's field/value pairs, ignoring unknown fields.
-    pub fn from_fields<'a>(id: StreamId, fields: impl IntoIterator<Item = (&'a str, String)>) -> Self {
+    pub fn from_fields<'a>(
+        id: StreamId,
+        fields: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> Self {
         let mut entry = Self {
             id,
             ..Self::default()
@@ -123,10 +126,21 @@ pub trait LogStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<LogEntry>>;
 
     /// Up to `count` entries strictly newer than `after`, oldest first.
-    async fn range_after(&self, job: &JobId, after: StreamId, count: usize) -> StoreResult<Vec<LogEntry>>;
+    async fn range_after(
+        &self,
+        job: &JobId,
+        after: StreamId,
+        count: usize,
+    ) -> StoreResult<Vec<LogEntry>>;
 
     /// Appends an entry, trimming the stream to about `maxlen` entries and refreshing its expiry.
-    async fn append(&self, job: &JobId, fields: Fields<'_>, maxlen: usize, ttl: Duration) -> StoreResult<StreamId>;
+    async fn append(
+        &self,
+        job: &JobId,
+        fields: Fields<'_>,
+        maxlen: usize,
+        ttl: Duration,
+    ) -> StoreResult<StreamId>;
 
     /// Sets fields of the job record.
     async fn put_job(&self, job: &JobId, fields: Fields<'_>) -> StoreResult<()>;

@@ -19,7 +19,9 @@ use futures_util::{StreamExt, stream::BoxStream};
 use redis::{AsyncConnectionConfig, Value, aio::MultiplexedConnection};
 use tokio::sync::Mutex;
 
-use super::{Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, StoreError, StoreResult, StreamInfo};
+use super::{
+    Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, StoreError, StoreResult, StreamInfo,
+};
 use crate::{
     ids::{JobId, StreamId},
     telemetry::Metrics,
@@ -51,12 +53,24 @@ impl RedisStore {
             ..PoolConfig::default()
         });
         let pool = config.create_pool(Some(Runtime::Tokio1))?;
-        Ok(Self { client, pool, metrics })
+        Ok(Self {
+            client,
+            pool,
+            metrics,
+        })
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, what: &'static str, cmd: &redis::Cmd) -> StoreResult<T> {
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        what: &'static str,
+        cmd: &redis::Cmd,
+    ) -> StoreResult<T> {
         let result = tokio::time::timeout(COMMAND_TIMEOUT, async {
-            let mut conn = self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let mut conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             cmd.query_async::<T>(&mut conn).await.map_err(map_err)
         })
         .await
@@ -64,9 +78,17 @@ impl RedisStore {
         self.observe(what, result)
     }
 
-    async fn pipe<T: redis::FromRedisValue>(&self, what: &'static str, pipe: &redis::Pipeline) -> StoreResult<T> {
+    async fn pipe<T: redis::FromRedisValue>(
+        &self,
+        what: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> StoreResult<T> {
         let result = tokio::time::timeout(COMMAND_TIMEOUT, async {
-            let mut conn = self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let mut conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             pipe.query_async::<T>(&mut conn).await.map_err(map_err)
         })
         .await
@@ -84,7 +106,11 @@ impl RedisStore {
 }
 
 fn map_err(err: redis::RedisError) -> StoreError {
-    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal() {
+    if err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+    {
         StoreError::Unavailable(err.to_string())
     } else {
         StoreError::Other(err.to_string())
@@ -98,7 +124,9 @@ impl LogStore for RedisStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.query::<String>("PING", &redis::cmd("PING")).await.map(drop)
+        self.query::<String>("PING", &redis::cmd("PING"))
+            .await
+            .map(drop)
     }
 
     async fn job(&self, job: &JobId) -> StoreResult<Option<Job>> {
@@ -130,7 +158,11 @@ impl LogStore for RedisStore {
         let mut cmd = redis::cmd("XINFO");
         cmd.arg("STREAM").arg(job.logs_key());
         let result = tokio::time::timeout(COMMAND_TIMEOUT, async {
-            let mut conn = self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let mut conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             match cmd.query_async::<Value>(&mut conn).await {
                 Ok(value) => parse_stream_info(value).map(Some),
                 // The one error that is an answer: the key does not exist.
@@ -143,38 +175,69 @@ impl LogStore for RedisStore {
         self.observe("XINFO", result)
     }
 
-    async fn range_before(&self, job: &JobId, before: Option<StreamId>, count: usize) -> StoreResult<Vec<LogEntry>> {
+    async fn range_before(
+        &self,
+        job: &JobId,
+        before: Option<StreamId>,
+        count: usize,
+    ) -> StoreResult<Vec<LogEntry>> {
         let end = match before {
             Some(StreamId::ZERO) => return Ok(Vec::new()),
             Some(id) => format!("({id}"),
             None => "+".to_owned(),
         };
         let mut cmd = redis::cmd("XREVRANGE");
-        cmd.arg(job.logs_key()).arg(end).arg("-").arg("COUNT").arg(count);
+        cmd.arg(job.logs_key())
+            .arg(end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(count);
         let value: Value = self.query("XREVRANGE", &cmd).await?;
         parse_entries(value)
     }
 
-    async fn range_after(&self, job: &JobId, after: StreamId, count: usize) -> StoreResult<Vec<LogEntry>> {
+    async fn range_after(
+        &self,
+        job: &JobId,
+        after: StreamId,
+        count: usize,
+    ) -> StoreResult<Vec<LogEntry>> {
         if after == StreamId::MAX {
             return Ok(Vec::new());
         }
         let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(job.logs_key()).arg(format!("({after}")).arg("+").arg("COUNT").arg(count);
+        cmd.arg(job.logs_key())
+            .arg(format!("({after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count);
         let value: Value = self.query("XRANGE", &cmd).await?;
         parse_entries(value)
     }
 
-    async fn append(&self, job: &JobId, fields: Fields<'_>, maxlen: usize, ttl: Duration) -> StoreResult<StreamId> {
+    async fn append(
+        &self,
+        job: &JobId,
+        fields: Fields<'_>,
+        maxlen: usize,
+        ttl: Duration,
+    ) -> StoreResult<StreamId> {
         let key = job.logs_key();
         let mut pipe = redis::pipe();
-        let xadd = pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
+        let xadd = pipe
+            .cmd("XADD")
+            .arg(&key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(maxlen)
+            .arg("*");
         for (name, value) in fields {
             xadd.arg(*name).arg(*value);
         }
         pipe.cmd("EXPIRE").arg(&key).arg(ttl.as_secs()).ignore();
         let (id,): (String,) = self.pipe("XADD", &pipe).await?;
-        id.parse().map_err(|_| StoreError::Other(format!("XADD returned a bad id {id:?}")))
+        id.parse()
+            .map_err(|_| StoreError::Other(format!("XADD returned a bad id {id:?}")))
     }
 
     async fn put_job(&self, job: &JobId, fields: Fields<'_>) -> StoreResult<()> {
@@ -245,7 +308,11 @@ impl RedisLiveReader {
                 .get_multiplexed_async_connection_with_config(&config)
                 .await
                 .map_err(map_err)?;
-            let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await.map_err(map_err)?;
+            let id: i64 = redis::cmd("CLIENT")
+                .arg("ID")
+                .query_async(&mut conn)
+                .await
+                .map_err(map_err)?;
             let _: () = redis::cmd("CLIENT")
                 .arg("SETNAME")
                 .arg("buildlogs-live-reader")
@@ -281,7 +348,11 @@ impl LiveReader for RedisLiveReader {
             }
         };
         let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT").arg(count).arg("BLOCK").arg(block.as_millis() as u64).arg("STREAMS");
+        cmd.arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS");
         for (job, _) in cursors {
             cmd.arg(job.logs_key());
         }
@@ -289,7 +360,8 @@ impl LiveReader for RedisLiveReader {
             cmd.arg(cursor.to_string());
         }
         self.blocked_client.store(client_id, Ordering::SeqCst);
-        let reply = tokio::time::timeout(block + BLOCK_MARGIN, cmd.query_async::<Value>(&mut conn)).await;
+        let reply =
+            tokio::time::timeout(block + BLOCK_MARGIN, cmd.query_async::<Value>(&mut conn)).await;
         self.blocked_client.store(0, Ordering::SeqCst);
         let value = match reply {
             Ok(Ok(value)) => value,
@@ -301,7 +373,9 @@ impl LiveReader for RedisLiveReader {
             Err(_) => {
                 self.metrics.redis_errors.inc();
                 *self.conn.lock().await = None;
-                return Err(StoreError::Unavailable("blocking read did not return".into()));
+                return Err(StoreError::Unavailable(
+                    "blocking read did not return".into(),
+                ));
             }
         };
         parse_xread(value)
@@ -321,7 +395,10 @@ impl LiveReader for RedisLiveReader {
                 .await
                 .ok()
         };
-        matches!(tokio::time::timeout(COMMAND_TIMEOUT, unblock).await, Ok(Some(1)))
+        matches!(
+            tokio::time::timeout(COMMAND_TIMEOUT, unblock).await,
+            Ok(Some(1))
+        )
     }
 }
 
@@ -376,7 +453,10 @@ fn parse_entry(value: Value) -> StoreResult<LogEntry> {
             names.push((k, v));
         }
     }
-    Ok(LogEntry::from_fields(id, names.iter().map(|(k, v)| (k.as_str(), v.clone()))))
+    Ok(LogEntry::from_fields(
+        id,
+        names.iter().map(|(k, v)| (k.as_str(), v.clone())),
+    ))
 }
 
 fn parse_entries(value: Value) -> StoreResult<Vec<LogEntry>> {

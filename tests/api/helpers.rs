@@ -1,0 +1,511 @@
+//! Shared test harness: a real `redis-server` per test on a free port, real RS256 keys and
+//! tokens, the real app (in-process or on a port-0 listener), and a small SSE reader.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{Arc, OnceLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use buildlogs::{
+    App, AppState, Config,
+    dev::{Signer, generate_rsa_pem},
+    ids::JobId,
+    store::{LogStore, memory::MemoryStore, redis::RedisStore},
+    telemetry::Metrics,
+    writer::LogWriter,
+};
+use futures_util::{StreamExt, stream::BoxStream};
+use poem::listener::{Acceptor, Listener, TcpListener};
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// A `redis-server` of this test's own, on a free port, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    _dir: tempdir::TempDir,
+}
+
+mod tempdir {
+    /// A scratch directory removed on drop.
+    pub struct TempDir(pub std::path::PathBuf);
+    impl TempDir {
+        pub fn new() -> Self {
+            let path =
+                std::env::temp_dir().join(format!("buildlogs-test-{}", rand::random::<u64>()));
+            std::fs::create_dir_all(&path).expect("temp dir");
+            Self(path)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind port 0")
+            .local_addr()
+            .unwrap()
+            .port();
+        if port != 6379 {
+            return port;
+        }
+    }
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts on `port` (a restart reuses the old port), waiting for "Ready to accept".
+    pub fn start_on(port: u16) -> Self {
+        assert_ne!(port, 6379, "tests never touch the machine's Redis");
+        let dir = tempdir::TempDir::new();
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--dir",
+                dir.0.to_str().unwrap(),
+                "--loglevel",
+                "notice",
+                "--daemonize",
+                "no",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("Ready to accept connections") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("redis-server on port {port} exited before it was ready"),
+            }
+        }
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        self.client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Keys generated once per test binary: the trusted one and a stranger's.
+pub struct Keys {
+    pub private_pem: String,
+    pub public_pem: String,
+    pub signer: Signer,
+    pub other_signer: Signer,
+}
+
+pub fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let (private_pem, public_pem) = generate_rsa_pem().unwrap();
+        let (other_private, _) = generate_rsa_pem().unwrap();
+        Keys {
+            signer: Signer::from_pem(&private_pem, Some("test-key-1")).unwrap(),
+            other_signer: Signer::from_pem(&other_private, Some("test-key-1")).unwrap(),
+            private_pem,
+            public_pem,
+        }
+    })
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A valid session token for `user`, good for ten minutes.
+pub fn token(user: &str) -> String {
+    keys()
+        .signer
+        .sign(&json!({"sub": user, "iat": now(), "nbf": now() - 1, "exp": now() + 600}))
+}
+
+pub fn token_with(claims: Value) -> String {
+    keys().signer.sign(&claims)
+}
+
+pub fn b64(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+/// An unsigned token (`alg: none`).
+pub fn none_token(claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(claims)
+    )
+}
+
+/// HS256 signed with the public key as the HMAC secret (the classic key-confusion attack).
+pub fn hs256_with_public_key(claims: &Value) -> String {
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    let key = jsonwebtoken::EncodingKey::from_secret(keys().public_pem.as_bytes());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+pub fn unique_job() -> JobId {
+    JobId::parse(&format!("job-{:016x}", rand::thread_rng().r#gen::<u64>())).unwrap()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Redis,
+    Memory,
+}
+
+/// The test's configuration: the test key, no CORS, defaults otherwise.
+pub fn test_config() -> Config {
+    Config {
+        clerk_jwt_key: Some(keys().public_pem.clone()),
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
+}
+
+/// The real app over a fresh store, served on a port-0 listener.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub state: Arc<AppState>,
+    pub store: Arc<dyn LogStore>,
+    pub memory: Option<MemoryStore>,
+    pub writer: LogWriter,
+    pub redis: Option<RedisServer>,
+    pub http: reqwest::Client,
+    client: poem::test::TestClient<poem::endpoint::BoxEndpoint<'static, poem::Response>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Backend::Redis, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let redis = (backend == Backend::Redis).then(RedisServer::start);
+    let mut config = test_config();
+    config.redis_url = redis.as_ref().map(RedisServer::url);
+    tweak(&mut config);
+    spawn_with_config(config, redis).await
+}
+
+pub async fn spawn_with_config(config: Config, redis: Option<RedisServer>) -> TestApp {
+    let metrics = Arc::new(Metrics::new());
+    let (store, memory): (Arc<dyn LogStore>, Option<MemoryStore>) = match &config.redis_url {
+        Some(url) => (
+            Arc::new(RedisStore::new(url, config.redis_pool_size, metrics.clone()).unwrap()),
+            None,
+        ),
+        None => {
+            let memory = MemoryStore::new();
+            (Arc::new(memory.clone()), Some(memory))
+        }
+    };
+    let app = App::with_store(config, store.clone(), metrics)
+        .await
+        .unwrap();
+    let state = app.state().clone();
+    let client_state = state.clone();
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve(acceptor, async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        writer: LogWriter::new(store.clone()),
+        store,
+        memory,
+        state,
+        redis,
+        http: reqwest::Client::builder().build().unwrap(),
+        client: poem::test::TestClient::new(poem::EndpointExt::boxed(
+            App::from_state(client_state).endpoint(),
+        )),
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// An in-process client of the same app (no socket).
+    pub fn client(
+        &self,
+    ) -> &poem::test::TestClient<poem::endpoint::BoxEndpoint<'static, poem::Response>> {
+        &self.client
+    }
+
+    /// A job owned by `user` with status `status`.
+    pub async fn job(&self, user: &str, status: &str) -> JobId {
+        let job = unique_job();
+        self.writer.create_job(&job, user, status).await.unwrap();
+        job
+    }
+
+    /// Appends `n` stdout lines `line 0`…, returning their ids.
+    pub async fn lines(&self, job: &JobId, n: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = self
+                .writer
+                .append(
+                    job,
+                    buildlogs::writer::Source::Stdout,
+                    "build",
+                    &format!("line {i}"),
+                )
+                .await
+                .unwrap();
+            ids.push(id.to_string());
+        }
+        ids
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_value(&text, name)
+    }
+
+    /// Waits (event-driven on the metrics endpoint, bounded) until a metric has `value`.
+    pub async fn await_metric(&self, name: &str, value: f64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let current = self.metric(name).await;
+            if current == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} stayed {current}, expected {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stream(&self, job: &JobId, token: &str, last_event_id: Option<&str>) -> SseClient {
+        let mut req = self
+            .http
+            .get(self.url(&format!("/api/jobs/{job}/logs/stream")))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        SseClient::new(req.send().await.unwrap())
+    }
+
+    /// Stops the server as SIGTERM would, waiting for it to finish.
+    pub async fn shutdown(&mut self) -> Duration {
+        let started = std::time::Instant::now();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The value of an unlabelled metric (or the sum over its labels) in Prometheus text.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let bare = key.split('{').next()?;
+            (bare == name || key == name).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// One Server-Sent Event as a browser would see it (plus the `retry` field).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+    pub retry: Option<u64>,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("bad JSON {:?}: {e}", self.data))
+    }
+}
+
+/// Reads an SSE response incrementally.
+pub struct SseClient {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: String,
+    pub raw: String,
+}
+
+impl SseClient {
+    pub fn new(resp: reqwest::Response) -> Self {
+        Self {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.bytes_stream().boxed(),
+            buf: String::new(),
+            raw: String::new(),
+        }
+    }
+
+    /// The next event, or `None` when the server ended the stream.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut ev = SseEvent {
+                    event: "message".into(),
+                    ..SseEvent::default()
+                };
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    let (field, value) = line
+                        .split_once(':')
+                        .map_or((line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
+                    match field {
+                        "event" => ev.event = value.to_owned(),
+                        "id" => ev.id = Some(value.to_owned()),
+                        "data" => data.push(value.to_owned()),
+                        "retry" => ev.retry = value.parse().ok(),
+                        _ => {}
+                    }
+                }
+                ev.data = data.join("\n");
+                return Some(ev);
+            }
+            match self.body.next().await {
+                Some(Ok(bytes)) => {
+                    let text = String::from_utf8_lossy(&bytes).replace("\r\n", "\n");
+                    self.raw.push_str(&text);
+                    self.buf.push_str(&text);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next event within `secs` seconds; panics on timeout.
+    pub async fn next_within(&mut self, secs: u64) -> Option<SseEvent> {
+        tokio::time::timeout(Duration::from_secs(secs), self.next())
+            .await
+            .expect("no event in time")
+    }
+
+    /// The next event that is not a heartbeat.
+    pub async fn next_non_heartbeat(&mut self) -> Option<SseEvent> {
+        loop {
+            let ev = self.next_within(10).await?;
+            if ev.event != "heartbeat" {
+                return Some(ev);
+            }
+        }
+    }
+
+    /// Reads `retry` and `start`, returning `start`.
+    pub async fn start(&mut self) -> SseEvent {
+        let retry = self.next_within(10).await.expect("retry");
+        assert!(retry.retry.is_some(), "first thing is retry: {retry:?}");
+        let start = self.next_within(10).await.expect("start");
+        assert_eq!(start.event, "start");
+        start
+    }
+
+    /// Log texts until `done` (returned with them), skipping heartbeats.
+    pub async fn until_done(&mut self) -> (Vec<SseEvent>, Option<SseEvent>) {
+        let mut logs = Vec::new();
+        while let Some(ev) = self.next_non_heartbeat().await {
+            match ev.event.as_str() {
+                "log" => logs.push(ev),
+                "done" => return (logs, Some(ev)),
+                other => panic!("unexpected event {other}: {ev:?}"),
+            }
+        }
+        (logs, None)
+    }
+}

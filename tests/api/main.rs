@@ -1,0 +1,11 @@
+//! Integration tests: the real app over a real `redis-server` (or the embedded store), real
+//! RS256 tokens. One binary; shared helpers in `helpers.rs`.
+
+mod auth;
+mod fanout;
+mod helpers;
+mod history;
+mod ops;
+mod spec;
+mod store_contract;
+mod stream;

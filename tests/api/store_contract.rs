@@ -1,0 +1,228 @@
+//! One store contract suite, run against both backends (Redis and embedded), so they cannot drift.
+
+use std::{sync::Arc, time::Duration};
+
+use buildlogs::{
+    ids::{JobId, StreamId},
+    store::{JobStatus, LogStore},
+    writer::{LogWriter, Source},
+};
+use futures_util::StreamExt;
+
+use crate::helpers::*;
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod redis_backend { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Redis).await } )* }
+        mod memory_backend { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Memory).await } )* }
+    };
+}
+
+both_backends!(
+    job_records,
+    ids_grow_and_ranges_are_exclusive,
+    stream_info_tracks_trimming,
+    live_read_wakes_on_append_and_on_interrupt,
+    live_read_watches_many_streams,
+    status_hints_follow_published_events,
+);
+
+async fn store(backend: Backend) -> (Arc<dyn LogStore>, Option<RedisServer>) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    (
+        app.store.clone(),
+        None.or_else(|| {
+            let mut app = app;
+            app.redis.take()
+        }),
+    )
+}
+
+async fn job_records(backend: Backend) {
+    let (store, _redis) = store(backend).await;
+    let writer = LogWriter::new(store.clone());
+    let job = unique_job();
+    assert_eq!(store.job(&job).await.unwrap(), None);
+    writer
+        .create_job(&job, "user_x", "scheduled")
+        .await
+        .unwrap();
+    let record = store.job(&job).await.unwrap().unwrap();
+    assert_eq!(record.user_id, "user_x");
+    assert_eq!(record.status, JobStatus("scheduled".into()));
+    assert!(!record.status.is_terminal());
+    writer.set_status(&job, "failed", "boom").await.unwrap();
+    let other = unique_job();
+    let statuses = store.statuses(&[job.clone(), other]).await.unwrap();
+    assert_eq!(statuses, vec![Some(JobStatus("failed".into())), None]);
+    assert!(statuses[0].as_ref().unwrap().is_terminal());
+}
+
+async fn ids_grow_and_ranges_are_exclusive(backend: Backend) {
+    let (store, _redis) = store(backend).await;
+    let writer = LogWriter::new(store.clone());
+    let job = unique_job();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(
+            writer
+                .append(&job, Source::Stderr, "install", &format!("l{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids strictly grow");
+    let after = store.range_after(&job, ids[9], 5).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), ids[10..15]);
+    assert_eq!(after[0].text, "l10");
+    assert_eq!(after[0].source, "stderr");
+    let before = store.range_before(&job, Some(ids[9]), 3).await.unwrap();
+    assert_eq!(
+        before.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![ids[8], ids[7], ids[6]]
+    );
+    let newest = store.range_before(&job, None, 2).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![ids[29], ids[28]]
+    );
+    assert!(
+        store
+            .range_before(&job, Some(StreamId::ZERO), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .range_after(&job, StreamId::MAX, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .range_after(&job, StreamId::ZERO, 100)
+            .await
+            .unwrap()
+            .len(),
+        30
+    );
+    assert!(
+        store
+            .range_after(&unique_job(), StreamId::ZERO, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn stream_info_tracks_trimming(backend: Backend) {
+    let (store, _redis) = store(backend).await;
+    let job = unique_job();
+    assert_eq!(store.stream_info(&job).await.unwrap(), None);
+    let writer = LogWriter::new(store.clone()).with_maxlen(10);
+    let mut last = StreamId::ZERO;
+    for i in 0..500 {
+        last = writer
+            .append(&job, Source::Stdout, "p", &format!("{i}"))
+            .await
+            .unwrap();
+    }
+    let info = store.stream_info(&job).await.unwrap().unwrap();
+    assert_eq!(info.entries_added, 500);
+    assert!(info.length >= 10 && info.length < 500, "{}", info.length);
+    assert_eq!(info.last_generated_id, last);
+    let first = store.range_after(&job, StreamId::ZERO, 1).await.unwrap()[0].id;
+    assert_eq!(info.first_id, Some(first));
+    assert_eq!(info.max_deleted_id, StreamId::ZERO);
+}
+
+async fn live_read_wakes_on_append_and_on_interrupt(backend: Backend) {
+    let (store, _redis) = store(backend).await;
+    let writer = LogWriter::new(store.clone());
+    let job = unique_job();
+    let first = writer
+        .append(&job, Source::Stdout, "p", "first")
+        .await
+        .unwrap();
+    let reader = store.live_reader().await.unwrap();
+
+    // Already there: returns at once.
+    let got = reader
+        .read(&[(job.clone(), StreamId::ZERO)], 10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(got[0].1[0].id, first);
+
+    // Woken by an append.
+    let (r, j) = (reader.clone(), job.clone());
+    let read =
+        tokio::spawn(async move { r.read(&[(j, first)], 10, Duration::from_secs(20)).await });
+    let second = loop {
+        // Append until the blocked read has seen one (the read may not be blocked yet).
+        let id = writer
+            .append(&job, Source::Stdout, "p", "second")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if read.is_finished() {
+            break id;
+        }
+    };
+    let got = read.await.unwrap().unwrap();
+    assert!(got[0].1[0].id > first && got[0].1[0].id <= second);
+
+    // Woken by an interrupt, empty-handed.
+    let (r, j) = (reader.clone(), job.clone());
+    let started = std::time::Instant::now();
+    let read = tokio::spawn(async move {
+        r.read(&[(j, StreamId::MAX)], 10, Duration::from_secs(20))
+            .await
+    });
+    while !reader.interrupt().await {
+        tokio::task::yield_now().await;
+    }
+    let got = read.await.unwrap().unwrap();
+    assert!(got.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+async fn live_read_watches_many_streams(backend: Backend) {
+    let (store, _redis) = store(backend).await;
+    let writer = LogWriter::new(store.clone());
+    let jobs: Vec<JobId> = (0..50).map(|_| unique_job()).collect();
+    for (i, job) in jobs.iter().enumerate().filter(|(i, _)| i % 10 == 3) {
+        writer
+            .append(job, Source::Stdout, "p", &format!("job {i}"))
+            .await
+            .unwrap();
+    }
+    let reader = store.live_reader().await.unwrap();
+    let cursors: Vec<(JobId, StreamId)> =
+        jobs.iter().map(|j| (j.clone(), StreamId::ZERO)).collect();
+    let got = reader
+        .read(&cursors, 10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut texts: Vec<String> = got
+        .iter()
+        .flat_map(|(_, e)| e.iter().map(|e| e.text.clone()))
+        .collect();
+    texts.sort();
+    assert_eq!(texts, ["job 13", "job 23", "job 3", "job 33", "job 43"]);
+}
+
+async fn status_hints_follow_published_events(backend: Backend) {
+    let (store, _redis) = store(backend).await;
+    let writer = LogWriter::new(store.clone());
+    let job = unique_job();
+    writer.create_job(&job, "user_x", "queued").await.unwrap();
+    let mut hints = store.status_hints().await.unwrap();
+    writer.set_status(&job, "ready", "done").await.unwrap();
+    let hinted = tokio::time::timeout(Duration::from_secs(5), hints.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hinted, job);
+}
