@@ -18,6 +18,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service.
+    #[command(
+        after_help = "Logging: RUST_LOG sets the log filter (default `info`; e.g. `buildlogs=debug,info`)."
+    )]
     Serve(Box<Config>),
     /// Print the OpenAPI document (the same as GET /openapi.json) and exit.
     Openapi,

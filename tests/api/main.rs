@@ -2,6 +2,7 @@
 //! RS256 tokens. One binary; shared helpers in `helpers.rs`.
 
 mod auth;
+mod dev_mode;
 mod fanout;
 mod helpers;
 mod history;
