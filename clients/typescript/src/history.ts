@@ -1,0 +1,174 @@
+import createClient, { type Client } from "openapi-fetch";
+
+import { errorFromResponse, toBuildlogsError } from "./errors.js";
+import { type ConnectionOptions, resolveFetch, trimBaseUrl } from "./http.js";
+import type { HistoryPage, LogLine, paths } from "./types.js";
+
+/** The typed openapi-fetch client for the spec's paths. */
+export type ApiClient = Client<paths>;
+
+/**
+ * An openapi-fetch client for the buildlogs API that sends `Authorization: Bearer <getToken()>`
+ * on every request.
+ */
+export function createApiClient(options: ConnectionOptions): ApiClient {
+  const doFetch = resolveFetch(options);
+  const api = createClient<paths>({
+    baseUrl: trimBaseUrl(options.baseUrl),
+    fetch: (request: Request) => doFetch(request),
+    ...(options.credentials ? { credentials: options.credentials } : {}),
+  });
+  const getToken = options.getToken;
+  if (getToken) {
+    api.use({
+      async onRequest({ request }) {
+        const token = await getToken();
+        if (token) request.headers.set("Authorization", `Bearer ${token}`);
+        return request;
+      },
+    });
+  }
+  return api;
+}
+
+export interface HistoryPageOptions {
+  /** Exclusive upper bound: only lines strictly older than this id. Omit for the newest lines. */
+  beforeId?: string | undefined;
+  /** Lines per page, 1-500 (server default 100). */
+  limit?: number | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+/**
+ * Fetches one page of history. Throws a typed {@link BuildlogsError} subclass on any error
+ * (`UnauthorizedError`, `NotFoundError`, `BadRequestError`, ...). No retries.
+ */
+export async function fetchHistoryPage(
+  api: ApiClient,
+  jobId: string,
+  options: HistoryPageOptions = {},
+): Promise<HistoryPage> {
+  const query: { before_id?: string; limit?: number } = {};
+  if (options.beforeId !== undefined) query.before_id = options.beforeId;
+  if (options.limit !== undefined) query.limit = options.limit;
+  let result;
+  try {
+    result = await api.GET("/api/jobs/{job_id}/logs", {
+      params: { path: { job_id: jobId }, query },
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  } catch (error) {
+    if (options.signal?.aborted) throw error;
+    throw toBuildlogsError(error, "history request failed");
+  }
+  if (result.error !== undefined || !result.response.ok || result.data === undefined) {
+    throw await errorFromResponse(result.response, result.error ?? null);
+  }
+  return result.data;
+}
+
+/**
+ * Pages backwards through a job's history, newest page first (each page's lines oldest first),
+ * until `has_more` is false. Every retained line older than `beforeId` is visited exactly once.
+ */
+export async function* historyPages(
+  api: ApiClient,
+  jobId: string,
+  options: HistoryPageOptions = {},
+): AsyncGenerator<HistoryPage, void, undefined> {
+  let beforeId = options.beforeId;
+  for (;;) {
+    const page = await fetchHistoryPage(api, jobId, { ...options, beforeId });
+    yield page;
+    // The spec types `oldest_id` as an optional string; the server sends null on an empty page.
+    const oldest = page.oldest_id ?? undefined;
+    if (!page.has_more || oldest === undefined) return;
+    beforeId = oldest;
+  }
+}
+
+export interface HistoryPagerOptions {
+  /**
+   * Where to start: lines strictly older than this id. A function is called (once) before the
+   * first fetch, e.g. to wait for a stream's `start` event and use its `history_cursor`.
+   * Omitted (or resolving to `undefined`): start from the newest line.
+   */
+  beforeId?: string | undefined | (() => Promise<string | undefined> | string | undefined);
+  /** Lines per page, 1-500 (server default 100). */
+  limit?: number | undefined;
+}
+
+/**
+ * "Load earlier" over a job's history: each {@link HistoryPager.loadEarlier} call returns the
+ * next older page's lines (oldest first, ready to prepend). Calls are serialised, so a
+ * double-click never fetches the same page twice.
+ */
+export class HistoryPager {
+  readonly #api: ApiClient;
+  readonly #jobId: string;
+  readonly #limit: number | undefined;
+  #start: HistoryPagerOptions["beforeId"];
+  #started = false;
+  #cursor: string | undefined;
+  #hasMore = true;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(api: ApiClient, jobId: string, options: HistoryPagerOptions = {}) {
+    this.#api = api;
+    this.#jobId = jobId;
+    this.#limit = options.limit;
+    this.#start = options.beforeId;
+  }
+
+  /** Whether older lines may exist (true until a page says `has_more: false`). */
+  get hasMore(): boolean {
+    return this.#hasMore;
+  }
+
+  /** The `before_id` of the next page (`undefined` before the first page when starting at the newest line). */
+  get cursor(): string | undefined {
+    return this.#cursor;
+  }
+
+  /**
+   * Fetches the next older page and returns its lines, oldest first (prepend them). Returns `[]`
+   * once history is exhausted. Throws a typed {@link BuildlogsError} on failure; the pager is
+   * unchanged then, so calling again retries the same page.
+   */
+  loadEarlier(options: { signal?: AbortSignal } = {}): Promise<LogLine[]> {
+    const run = this.#queue.then(() => this.#loadEarlier(options.signal));
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #loadEarlier(signal: AbortSignal | undefined): Promise<LogLine[]> {
+    if (!this.#hasMore) return [];
+    if (!this.#started) {
+      const start = this.#start;
+      this.#cursor = typeof start === "function" ? await start() : start;
+      this.#started = true;
+      this.#start = undefined;
+    }
+    const page = await fetchHistoryPage(this.#api, this.#jobId, {
+      beforeId: this.#cursor,
+      limit: this.#limit,
+      signal,
+    });
+    const oldest = page.oldest_id ?? undefined;
+    this.#hasMore = page.has_more && oldest !== undefined;
+    if (oldest !== undefined) this.#cursor = oldest;
+    return page.lines;
+  }
+
+  /** Iterates the remaining pages, newest first (same paging as {@link loadEarlier}). */
+  async *pages(options: { signal?: AbortSignal } = {}): AsyncGenerator<LogLine[], void, undefined> {
+    while (this.#hasMore) {
+      const lines = await this.loadEarlier(options);
+      if (lines.length > 0) yield lines;
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncGenerator<LogLine[], void, undefined> {
+    return this.pages();
+  }
+}

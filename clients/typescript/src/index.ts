@@ -1,0 +1,54 @@
+export { type BuildlogsClient, createBuildlogsClient } from "./client.js";
+export {
+  BadRequestError,
+  BuildlogsError,
+  type BuildlogsErrorInit,
+  type BuildlogsErrorKind,
+  isProblem,
+  NetworkError,
+  NotFoundError,
+  parseRetryAfter,
+  ProtocolError,
+  ServerError,
+  ServiceUnavailableError,
+  TooManyRequestsError,
+  UnauthorizedError,
+} from "./errors.js";
+export {
+  type ApiClient,
+  createApiClient,
+  fetchHistoryPage,
+  type HistoryPageOptions,
+  HistoryPager,
+  type HistoryPagerOptions,
+  historyPages,
+} from "./history.js";
+export type { ConnectionOptions } from "./http.js";
+export {
+  type BackoffOptions,
+  type JobLogEventsOptions,
+  jobLogEvents,
+  type LogStream,
+  type LogStreamEvent,
+  type StreamCallbacks,
+  type StreamEnd,
+  type StreamErrorInfo,
+  streamJobLogs,
+  type StreamJobLogsOptions,
+  type StreamStatus,
+} from "./stream.js";
+export type {
+  components,
+  DoneData,
+  ErrorCode,
+  FinalStatus,
+  HeartbeatData,
+  HistoryPage,
+  LogLine,
+  operations,
+  paths,
+  Problem,
+  ResetData,
+  RetryData,
+  StartData,
+} from "./types.js";
