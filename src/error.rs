@@ -18,6 +18,7 @@ pub enum ErrorCode {
     Internal,
     NotFound,
     MethodNotAllowed,
+    BadRequest,
 }
 
 impl ErrorCode {
@@ -33,6 +34,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::BadRequest => "bad_request",
         }
     }
 
@@ -40,7 +42,7 @@ impl ErrorCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::JobNotFound | Self::NotFound => StatusCode::NOT_FOUND,
-            Self::InvalidJobId | Self::InvalidCursor | Self::InvalidLimit => {
+            Self::InvalidJobId | Self::InvalidCursor | Self::InvalidLimit | Self::BadRequest => {
                 StatusCode::BAD_REQUEST
             }
             Self::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
@@ -62,6 +64,7 @@ impl ErrorCode {
             Self::Internal => "Internal server error",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
+            Self::BadRequest => "Bad request",
         }
     }
 }
@@ -107,6 +110,8 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("the request is malformed")]
+    BadRequest,
 }
 
 /// Seconds a client is asked to wait after a 503.
@@ -125,6 +130,7 @@ impl ApiError {
             Self::Internal => ErrorCode::Internal,
             Self::NotFound => ErrorCode::NotFound,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::BadRequest => ErrorCode::BadRequest,
         }
     }
 
@@ -160,9 +166,19 @@ impl ApiError {
         if err.is::<poem_openapi::error::AuthorizationError>() {
             return Self::Unauthorized;
         }
+        // A path that cannot be percent-decoded (`%FF`): our only path parameter is the job id.
+        if err.is::<poem::error::ParsePathError>()
+            || err.is::<poem_openapi::error::ParsePathError>()
+        {
+            return Self::InvalidJobId;
+        }
         match err.status() {
             StatusCode::NOT_FOUND => Self::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            status if status.is_client_error() => {
+                tracing::debug!(error = %err, %status, "unmapped client error");
+                Self::BadRequest
+            }
             status => {
                 tracing::warn!(error = %err, %status, "unmapped request error");
                 Self::Internal
@@ -209,7 +225,7 @@ macro_rules! impl_api_error_response {
                 match err {
                     E::Unauthorized => Self::Unauthorized(problem, "Bearer".to_owned()),
                     E::JobNotFound | E::NotFound => Self::NotFound(problem),
-                    E::InvalidJobId | E::InvalidCursor(_) | E::InvalidLimit => Self::BadRequest(problem),
+                    E::InvalidJobId | E::InvalidCursor(_) | E::InvalidLimit | E::BadRequest => Self::BadRequest(problem),
                     E::StoreUnavailable => Self::ServiceUnavailable(problem, $crate::error::STORE_RETRY_AFTER_SECS),
                     $(E::TooManyStreams { retry_after_secs } => Self::$too_many(problem, retry_after_secs),)?
                     _ => Self::Internal(poem_openapi::payload::Json($crate::error::ApiError::Internal.problem())),

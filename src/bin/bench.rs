@@ -1,1 +1,926 @@
-fn main() {}
+//! `buildlogs-bench`: measures the contract's performance targets (§7) against a real server
+//! process and a real `redis-server`, both started here on free loopback ports.
+//!
+//! ```sh
+//! cargo build --release && ./target/release/buildlogs-bench            # everything, both modes
+//! ./target/release/buildlogs-bench --scenarios fanout --secs 10         # one scenario, shorter
+//! ```
+//!
+//! Scenarios: `fanout` (1 job, 2,000 viewers, 50 lines/s), `many` (500 jobs × 2 viewers,
+//! 10 lines/s each, with history requests alongside), `idle` (10,000 streams on heartbeats),
+//! `history` (pages of 100 from a 100,000-line stream, 64 concurrent clients, against a bare
+//! Redis client doing the same reads). The live scenarios run once per `--modes` entry (`fanout`,
+//! `naive`), so the shared-reader engine and the per-viewer design are measured side by side.
+//! Every line carries its append time; viewers record append-to-receipt latency and check that
+//! they saw every line, in order.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+use buildlogs::dev::{Signer, generate_rsa_pem};
+use clap::Parser;
+use futures_util::StreamExt;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks buildlogs against the contract's performance targets")]
+struct Args {
+    /// Scenarios, comma-separated: fanout, many, idle, history.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fanout,many,idle,history"
+    )]
+    scenarios: Vec<String>,
+    /// Live modes for the fanout and many scenarios, comma-separated: fanout, naive.
+    #[arg(long, value_delimiter = ',', default_value = "fanout,naive")]
+    modes: Vec<String>,
+    /// Seconds of load in each live scenario (the contract's fan-out target says 30).
+    #[arg(long, default_value_t = 30)]
+    secs: u64,
+    /// Viewers of the one job in `fanout`.
+    #[arg(long, default_value_t = 2000)]
+    viewers: usize,
+    /// Jobs in `many` (each with 2 viewers).
+    #[arg(long, default_value_t = 500)]
+    jobs: usize,
+    /// Streams in `idle`.
+    #[arg(long, default_value_t = 10_000)]
+    idle_streams: usize,
+    /// The server binary (default: `buildlogs` next to this one).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+const USER: &str = "user_bench";
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn free_port() -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port != 6379 {
+            return port;
+        }
+    }
+}
+
+/// A redis-server of our own on a free port.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> anyhow::Result<Self> {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("buildlogs-bench-{port}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--maxclients",
+                "15000",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--daemonize",
+                "no",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("redis-server must be installed")?;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("Ready to accept") => break,
+                Some(Ok(_)) => {}
+                _ => bail!("redis-server did not start"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn conn(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        Ok(redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await?)
+    }
+
+    /// Read commands served so far (what buildlogs asks of Redis), and connected clients.
+    async fn stats(&self) -> anyhow::Result<(u64, u64)> {
+        let mut conn = self.conn().await?;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await?;
+        let mut reads = 0;
+        for line in info.lines() {
+            let Some((name, rest)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            if [
+                "xread",
+                "xrange",
+                "xrevrange",
+                "xinfo|stream",
+                "hget",
+                "hmget",
+                "client|unblock",
+            ]
+            .contains(&name)
+            {
+                reads += rest
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        let clients: String = redis::cmd("INFO")
+            .arg("clients")
+            .query_async(&mut conn)
+            .await?;
+        let connected = clients
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        // Minus this connection.
+        Ok((reads, connected.saturating_sub(1)))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The buildlogs server as a separate process, so its memory and CPU are its own.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(
+        bin: &PathBuf,
+        redis: &Redis,
+        public_pem: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("REDIS_URL", redis.url())
+            .env("CLERK_JWT_KEY", public_pem)
+            .env("MAX_STREAMS_PER_USER", "100000")
+            .env("MAX_STREAMS", "100000")
+            .env("RUST_LOG", "warn")
+            .env_remove("CLERK_PUBLISHABLE_KEY")
+            .env_remove("CLERK_JWKS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return Ok(server);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!("server did not come up")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn rss_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// CPU time used so far (user + system), in clock ticks (100 per second).
+    fn cpu_ticks(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .ok()
+            .and_then(|s| {
+                let after = s.rsplit_once(')')?.1;
+                let fields: Vec<&str> = after.split_whitespace().collect();
+                Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one viewer saw.
+#[derive(Default)]
+struct Seen {
+    latencies_us: Vec<u32>,
+    lines: u64,
+    out_of_order: u64,
+    done: bool,
+}
+
+/// Follows one stream until `done` or `stop`, recording latency from the append time in each
+/// line's text (`seq=<n> t=<nanos>`) and checking that sequence numbers arrive 0, 1, 2, …
+async fn view(
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    opened: Arc<AtomicU64>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Seen {
+    let mut seen = Seen::default();
+    let resp = match http.get(&url).bearer_auth(&token).send().await {
+        Ok(r) if r.status() == 200 => r,
+        Ok(r) => {
+            eprintln!("stream refused: {}", r.status());
+            return seen;
+        }
+        Err(e) => {
+            eprintln!("stream failed: {e}");
+            return seen;
+        }
+    };
+    opened.fetch_add(1, Ordering::Relaxed);
+    let mut body = resp.bytes_stream();
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut next_seq = 0u64;
+    loop {
+        let chunk = tokio::select! {
+            () = stop.cancelled() => break,
+            chunk = body.next() => chunk,
+        };
+        let Some(Ok(chunk)) = chunk else { break };
+        let received = now_nanos();
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = buf.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&event);
+            if text.contains("event: done") {
+                seen.done = true;
+                return seen;
+            }
+            if let Some(at) = text.find("seq=") {
+                let rest = &text[at + 4..];
+                let mut parts = rest
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter(|s| !s.is_empty());
+                let (Some(seq), Some(t)) = (
+                    parts.next().and_then(|s| s.parse::<u64>().ok()),
+                    parts.next().and_then(|s| s.parse::<u64>().ok()),
+                ) else {
+                    continue;
+                };
+                if seq != next_seq {
+                    seen.out_of_order += 1;
+                }
+                next_seq = seq + 1;
+                seen.lines += 1;
+                seen.latencies_us
+                    .push((received.saturating_sub(t) / 1000).min(u32::MAX as u64) as u32);
+            }
+        }
+    }
+    seen
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx] as f64 / 1000.0
+}
+
+struct Row {
+    scenario: String,
+    mode: String,
+    load: String,
+    p50_ms: f64,
+    p99_ms: f64,
+    delivered_per_s: f64,
+    complete: String,
+    rss_mb: f64,
+    per_stream_kb: f64,
+    reads_per_line: f64,
+    redis_conns: u64,
+    extra: String,
+}
+
+async fn append(
+    conn: &mut redis::aio::MultiplexedConnection,
+    job: &str,
+    seq: u64,
+) -> anyhow::Result<()> {
+    let text = format!("seq={seq} t={}", now_nanos());
+    let _: String = redis::cmd("XADD")
+        .arg(format!("job:{job}:logs"))
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(50_000)
+        .arg("*")
+        .arg("ts")
+        .arg("2026-11-24T03:05:57.123456+00:00")
+        .arg("source")
+        .arg("stdout")
+        .arg("text")
+        .arg(text)
+        .arg("phase")
+        .arg("build")
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+async fn create_job(
+    conn: &mut redis::aio::MultiplexedConnection,
+    job: &str,
+    status: &str,
+) -> anyhow::Result<()> {
+    let _: i64 = redis::cmd("HSET")
+        .arg(format!("job:{job}"))
+        .arg("user_id")
+        .arg(USER)
+        .arg("status")
+        .arg(status)
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+async fn finish_job(conn: &mut redis::aio::MultiplexedConnection, job: &str) -> anyhow::Result<()> {
+    create_job(conn, job, "ready").await?;
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("job:{job}:events"))
+        .arg(format!(
+            r#"{{"job_id":"{job}","status":"ready","message":"","timestamp":""}}"#
+        ))
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+/// Opens `streams` viewers of `jobs` (round robin), a few hundred connects at a time.
+async fn open_viewers(
+    base: &str,
+    jobs: &[String],
+    streams: usize,
+    token: &str,
+    stop: &tokio_util::sync::CancellationToken,
+) -> (Vec<tokio::task::JoinHandle<Seen>>, Arc<AtomicU64>) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let opened = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::with_capacity(streams);
+    for i in 0..streams {
+        let url = format!("{base}/api/jobs/{}/logs/stream", jobs[i % jobs.len()]);
+        handles.push(tokio::spawn(view(
+            http.clone(),
+            url,
+            token.to_owned(),
+            opened.clone(),
+            stop.clone(),
+        )));
+        if i % 200 == 199 {
+            while opened.load(Ordering::Relaxed) < (i as u64 + 1) * 9 / 10 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while opened.load(Ordering::Relaxed) < streams as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (handles, opened)
+}
+
+/// Live scenario: `jobs` jobs, `per_job` viewers each, `rate` lines/s per job for `secs`.
+#[allow(clippy::too_many_arguments)]
+async fn live(
+    name: &str,
+    args: &Args,
+    bin: &PathBuf,
+    keys: &(String, Signer),
+    mode: &str,
+    jobs_n: usize,
+    per_job: usize,
+    rate: u64,
+    with_history: bool,
+) -> anyhow::Result<Row> {
+    let redis = Redis::start()?;
+    let server = Server::start(bin, &redis, &keys.0, &[("LIVE_MODE", mode.to_owned())]).await?;
+    let (token, _) = keys.1.session_token(USER, Duration::from_secs(3600));
+    let mut conn = redis.conn().await?;
+    let jobs: Vec<String> = (0..jobs_n).map(|i| format!("bench-{i}")).collect();
+    for job in &jobs {
+        create_job(&mut conn, job, "code").await?;
+    }
+    // A job with history for the side-by-side history requests.
+    create_job(&mut conn, "history", "ready").await?;
+    if with_history {
+        for seq in 0..5_000 {
+            append(&mut conn, "history", seq).await?;
+        }
+    }
+    let rss_before = server.rss_kb();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let streams = jobs_n * per_job;
+    let (viewers, opened) = open_viewers(&server.base, &jobs, streams, &token, &stop).await;
+    let opened = opened.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let history_base = if with_history {
+        Some(history_latency(&server.base, &token, Duration::from_secs(3), 4).await)
+    } else {
+        None
+    };
+    let (reads_before, _) = redis.stats().await?;
+    let history_during = if with_history {
+        let base = server.base.clone();
+        let token = token.clone();
+        let secs = args.secs;
+        Some(tokio::spawn(async move {
+            history_latency(
+                &base,
+                &token,
+                Duration::from_secs(secs.saturating_sub(2).max(1)),
+                4,
+            )
+            .await
+        }))
+    } else {
+        None
+    };
+
+    // Writers: every job gets `rate` lines a second, spread over the second.
+    let total_lines = rate * args.secs;
+    let started = Instant::now();
+    let tick = Duration::from_nanos(1_000_000_000 / rate);
+    let mut interval = tokio::time::interval(tick);
+    let mut peak_rss = 0;
+    let mut peak_conns = 0;
+    for seq in 0..total_lines {
+        interval.tick().await;
+        let mut pipe = redis::pipe();
+        let t = now_nanos();
+        for job in &jobs {
+            pipe.cmd("XADD")
+                .arg(format!("job:{job}:logs"))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(50_000)
+                .arg("*")
+                .arg("ts")
+                .arg("2026-11-24T03:05:57.123456+00:00")
+                .arg("source")
+                .arg("stdout")
+                .arg("text")
+                .arg(format!("seq={seq} t={t}"))
+                .arg("phase")
+                .arg("build")
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+        if seq % rate == 0 {
+            peak_rss = peak_rss.max(server.rss_kb());
+            peak_conns = peak_conns.max(redis.stats().await?.1);
+        }
+    }
+    let write_secs = started.elapsed().as_secs_f64();
+    for job in &jobs {
+        finish_job(&mut conn, job).await?;
+    }
+    let (reads_after, conns_after) = redis.stats().await?;
+    let history_during = match history_during {
+        Some(h) => Some(h.await?),
+        None => None,
+    };
+    // Let viewers drain to `done` (bounded), then stop the stragglers.
+    let drain = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures_util::future::join_all(viewers),
+    )
+    .await;
+    let results: Vec<Seen> = match drain {
+        Ok(results) => results.into_iter().filter_map(Result::ok).collect(),
+        Err(_) => {
+            stop.cancel();
+            Vec::new()
+        }
+    };
+    let mut latencies: Vec<u32> = results
+        .iter()
+        .flat_map(|s| s.latencies_us.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let complete = results
+        .iter()
+        .filter(|s| s.done && s.lines == total_lines && s.out_of_order == 0)
+        .count();
+    let delivered: u64 = results.iter().map(|s| s.lines).sum();
+    let lines_written = total_lines * jobs_n as u64;
+    let mut extra = String::new();
+    if let (Some(base), Some(during)) = (history_base, history_during) {
+        extra = format!(
+            "history p50/p99 {:.2}/{:.2} ms idle → {:.2}/{:.2} ms under load",
+            base.0, base.1, during.0, during.1
+        );
+    }
+    Ok(Row {
+        scenario: name.to_owned(),
+        mode: mode.to_owned(),
+        load: format!(
+            "{jobs_n} job(s) × {per_job} viewers, {rate} lines/s/job, {}s ({opened} streams open)",
+            args.secs
+        ),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        delivered_per_s: delivered as f64 / write_secs,
+        complete: format!("{complete}/{streams}"),
+        rss_mb: peak_rss as f64 / 1024.0,
+        per_stream_kb: (peak_rss.saturating_sub(rss_before)) as f64 / streams as f64,
+        reads_per_line: (reads_after - reads_before) as f64 / lines_written as f64,
+        redis_conns: peak_conns.max(conns_after),
+        extra,
+    })
+}
+
+/// p50/p99 (ms) and requests/s of history pages from random points of the `history` job.
+async fn history_latency(
+    base: &str,
+    token: &str,
+    dur: Duration,
+    clients: usize,
+) -> (f64, f64, f64) {
+    let http = reqwest::Client::new();
+    let first: serde_json::Value = http
+        .get(format!("{base}/api/jobs/history/logs?limit=1"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let newest: buildlogs::ids::StreamId = first["oldest_id"]
+        .as_str()
+        .unwrap_or("0-0")
+        .parse()
+        .unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let http = http.clone();
+        let url = format!("{base}/api/jobs/history/logs");
+        let token = token.to_owned();
+        let count = count.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let end = Instant::now() + dur;
+            let mut before = newest;
+            let mut i = c as u64;
+            while Instant::now() < end {
+                let t = Instant::now();
+                let resp = http
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .query(&[("limit", "100"), ("before_id", &before.to_string())])
+                    .send()
+                    .await
+                    .unwrap();
+                let page: serde_json::Value = resp.json().await.unwrap();
+                lat.push(t.elapsed().as_micros() as u32);
+                count.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+                before = match page["oldest_id"].as_str() {
+                    Some(id) if page["has_more"] == true && i % 50 != 0 => id.parse().unwrap(),
+                    _ => newest,
+                };
+            }
+            lat
+        }));
+    }
+    let started = Instant::now();
+    let mut all: Vec<u32> = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    (
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+    )
+}
+
+async fn idle(args: &Args, bin: &PathBuf, keys: &(String, Signer)) -> anyhow::Result<Row> {
+    let redis = Redis::start()?;
+    let server = Server::start(bin, &redis, &keys.0, &[("HEARTBEAT_SECS", "5".to_owned())]).await?;
+    let (token, _) = keys.1.session_token(USER, Duration::from_secs(3600));
+    let mut conn = redis.conn().await?;
+    let jobs: Vec<String> = (0..100).map(|i| format!("idle-{i}")).collect();
+    for job in &jobs {
+        create_job(&mut conn, job, "code").await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_before = server.rss_kb();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (viewers, opened) =
+        open_viewers(&server.base, &jobs, args.idle_streams, &token, &stop).await;
+    let opened = opened.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_before = server.cpu_ticks();
+    let window = Duration::from_secs(args.secs.clamp(5, 30));
+    tokio::time::sleep(window).await;
+    let cpu = (server.cpu_ticks() - cpu_before) as f64 / 100.0 / window.as_secs_f64();
+    let rss = server.rss_kb();
+    let (_, conns) = redis.stats().await?;
+    stop.cancel();
+    for v in viewers {
+        let _ = v.await;
+    }
+    Ok(Row {
+        scenario: "idle".into(),
+        mode: "fanout".into(),
+        load: format!(
+            "{opened} streams on 100 jobs, heartbeats every 5 s, {}s",
+            window.as_secs()
+        ),
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        delivered_per_s: 0.0,
+        complete: format!("{opened}/{}", args.idle_streams),
+        rss_mb: rss as f64 / 1024.0,
+        per_stream_kb: (rss.saturating_sub(rss_before)) as f64 / opened.max(1) as f64,
+        reads_per_line: f64::NAN,
+        redis_conns: conns,
+        extra: format!("server CPU {:.1}% of one core", cpu * 100.0),
+    })
+}
+
+async fn history(bin: &PathBuf, keys: &(String, Signer), secs: u64) -> anyhow::Result<Row> {
+    let redis = Redis::start()?;
+    let server = Server::start(bin, &redis, &keys.0, &[]).await?;
+    let (token, _) = keys.1.session_token(USER, Duration::from_secs(3600));
+    let mut conn = redis.conn().await?;
+    create_job(&mut conn, "history", "ready").await?;
+    for chunk in 0..100 {
+        let mut pipe = redis::pipe();
+        for i in 0..1000u64 {
+            pipe.cmd("XADD")
+                .arg("job:history:logs")
+                .arg("*")
+                .arg("ts")
+                .arg("2026-11-24T03:05:57.123456+00:00")
+                .arg("source")
+                .arg("stdout")
+                .arg("text")
+                .arg(format!(
+                    "line {} of the build output, about as long as a typical one",
+                    chunk * 1000 + i
+                ))
+                .arg("phase")
+                .arg("build")
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+    }
+    let dur = Duration::from_secs(secs.clamp(5, 30));
+    let (p50, p99, rps) = history_latency(&server.base, &token, dur, 64).await;
+    let (bare50, bare99, bare_rps) = bare_redis_history(&redis, dur, 64).await?;
+    Ok(Row {
+        scenario: "history".into(),
+        mode: "-".into(),
+        load: format!(
+            "pages of 100 from 100,000 lines, 64 clients, {}s",
+            dur.as_secs()
+        ),
+        p50_ms: p50,
+        p99_ms: p99,
+        delivered_per_s: rps,
+        complete: "-".into(),
+        rss_mb: server.rss_kb() as f64 / 1024.0,
+        per_stream_kb: f64::NAN,
+        reads_per_line: f64::NAN,
+        redis_conns: redis.stats().await?.1,
+        extra: format!(
+            "req/s {rps:.0} vs bare Redis {bare_rps:.0} ({:.2}×); bare p50/p99 {bare50:.2}/{bare99:.2} ms",
+            bare_rps / rps
+        ),
+    })
+}
+
+/// The same reads as a history request (job lookup + `XREVRANGE … COUNT 101`) straight from a
+/// Redis client with a 16-connection pool, no HTTP, no auth, no JSON.
+async fn bare_redis_history(
+    redis: &Redis,
+    dur: Duration,
+    clients: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let mut conns = Vec::new();
+    for _ in 0..16 {
+        conns.push(redis.conn().await?);
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut conn = conns[c % conns.len()].clone();
+        let count = count.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let end = Instant::now() + dur;
+            let mut before = "+".to_owned();
+            let mut i = c as u64;
+            while Instant::now() < end {
+                let t = Instant::now();
+                let _: (Option<String>, Option<String>) = redis::cmd("HMGET")
+                    .arg("job:history")
+                    .arg("user_id")
+                    .arg("status")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+                    .arg("job:history:logs")
+                    .arg(&before)
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(101)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                lat.push(t.elapsed().as_micros() as u32);
+                count.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+                before = match page.get(99) {
+                    Some((id, _)) if page.len() == 101 && i % 50 != 0 => format!("({id}"),
+                    _ => "+".to_owned(),
+                };
+            }
+            lat
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    all.sort_unstable();
+    Ok((
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+    ))
+}
+
+fn fmt(v: f64, digits: usize) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else {
+        format!("{v:.digits$}")
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin = match &args.server_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?.with_file_name("buildlogs"),
+    };
+    anyhow::ensure!(
+        bin.exists(),
+        "server binary {} not found: run `cargo build --release` first",
+        bin.display()
+    );
+    let (private, public) = generate_rsa_pem()?;
+    let keys = (public, Signer::from_pem(&private, None)?);
+    let mut rows = Vec::new();
+    for scenario in &args.scenarios {
+        match scenario.as_str() {
+            "fanout" | "many" => {
+                for mode in &args.modes {
+                    eprintln!("running {scenario} ({mode})…");
+                    let row = if scenario == "fanout" {
+                        live(
+                            "fanout",
+                            &args,
+                            &bin,
+                            &keys,
+                            mode,
+                            1,
+                            args.viewers,
+                            50,
+                            false,
+                        )
+                        .await?
+                    } else {
+                        live("many", &args, &bin, &keys, mode, args.jobs, 2, 10, true).await?
+                    };
+                    rows.push(row);
+                }
+            }
+            "idle" => {
+                eprintln!("running idle…");
+                rows.push(idle(&args, &bin, &keys).await?);
+            }
+            "history" => {
+                eprintln!("running history…");
+                rows.push(history(&bin, &keys, args.secs).await?);
+            }
+            other => bail!("unknown scenario {other}"),
+        }
+    }
+    println!(
+        "| scenario | mode | load | p50 ms | p99 ms | delivered/s | complete | server RSS MB | KB/stream | Redis reads/line | Redis conns | notes |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.mode,
+            r.load,
+            fmt(r.p50_ms, 2),
+            fmt(r.p99_ms, 2),
+            fmt(r.delivered_per_s, 0),
+            r.complete,
+            fmt(r.rss_mb, 1),
+            fmt(r.per_stream_kb, 1),
+            fmt(r.reads_per_line, 2),
+            r.redis_conns,
+            r.extra
+        );
+    }
+    Ok(())
+}

@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 pub struct RedisServer {
     child: Child,
     pub port: u16,
+    persistent: bool,
     _dir: tempdir::TempDir,
 }
 
@@ -44,7 +45,9 @@ mod tempdir {
     }
     impl Drop for TempDir {
         fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            if !self.0.as_os_str().is_empty() {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
         }
     }
 }
@@ -69,8 +72,29 @@ impl RedisServer {
 
     /// Starts on `port` (a restart reuses the old port), waiting for "Ready to accept".
     pub fn start_on(port: u16) -> Self {
+        Self::launch(port, tempdir::TempDir::new(), false)
+    }
+
+    /// With an append-only file fsynced on every write, so data survives a restart.
+    pub fn start_persistent() -> Self {
+        Self::launch(free_port(), tempdir::TempDir::new(), true)
+    }
+
+    /// Kills and starts it again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        let dir = std::mem::replace(&mut self._dir, tempdir::TempDir(std::path::PathBuf::new()));
+        let fresh = Self::launch(self.port, dir, self.persistent);
+        *self = fresh;
+    }
+
+    fn launch(port: u16, dir: tempdir::TempDir, persistent: bool) -> Self {
         assert_ne!(port, 6379, "tests never touch the machine's Redis");
-        let dir = tempdir::TempDir::new();
+        let persistence: &[&str] = if persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let mut child = Command::new("redis-server")
             .args([
                 "--port",
@@ -79,9 +103,8 @@ impl RedisServer {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
             ])
+            .args(persistence)
             .args([
                 "--dir",
                 dir.0.to_str().unwrap(),
@@ -108,6 +131,7 @@ impl RedisServer {
         Self {
             child,
             port,
+            persistent,
             _dir: dir,
         }
     }

@@ -4,6 +4,7 @@
 mod auth;
 mod dev_mode;
 mod fanout;
+#[allow(dead_code)] // shared with the drills binary, which uses other parts
 mod helpers;
 mod history;
 mod ops;

@@ -57,7 +57,6 @@ async fn readyz_turns_503_when_redis_is_down_and_back_after() {
         .send()
         .await
         .assert_status_is_ok();
-    let port = app.redis.as_ref().unwrap().port;
     app.redis.as_mut().unwrap().kill();
     let resp = app.client().get("/readyz").send().await;
     assert_eq!(resp.0.status(), 503);
@@ -86,7 +85,7 @@ async fn readyz_turns_503_when_redis_is_down_and_back_after() {
     );
     assert!(app.metric("buildlogs_redis_errors_total").await >= 1.0);
 
-    app.redis = Some(RedisServer::start_on(port));
+    app.redis.as_mut().unwrap().restart();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while app.client().get("/readyz").send().await.0.status() != 200 {
         assert!(

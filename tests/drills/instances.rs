@@ -1,0 +1,247 @@
+//! Several instances on one Redis, as real processes: identical sequences, SIGKILL failover with
+//! `Last-Event-ID`, SIGTERM drain within the bound, and churn that leaves nothing behind.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use buildlogs::ids::JobId;
+
+use crate::helpers::*;
+
+/// A `buildlogs serve` process.
+struct Instance {
+    child: Child,
+    base: String,
+}
+
+impl Instance {
+    async fn start(redis: &RedisServer, env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_buildlogs"));
+        cmd.arg("serve")
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("REDIS_URL", redis.url())
+            .env("CLERK_JWT_KEY", &keys().public_pem)
+            .env("RUST_LOG", "warn")
+            .env_remove("CLERK_PUBLISHABLE_KEY")
+            .env_remove("CLERK_JWKS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let instance = Self {
+            child: cmd.spawn().unwrap(),
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http
+            .get(format!("{}/healthz", instance.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "instance came up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        instance
+    }
+
+    async fn stream(&self, job: &JobId, last_event_id: Option<&str>) -> SseClient {
+        let mut req = reqwest::Client::new()
+            .get(format!("{}/api/jobs/{job}/logs/stream", self.base))
+            .bearer_auth(token("user_a"));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        SseClient::new(req.send().await.unwrap())
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_value(&text, name)
+    }
+
+    fn rss_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test's own writer, straight to Redis in the runner's format.
+async fn writer(redis: &RedisServer) -> buildlogs::writer::LogWriter {
+    let metrics = std::sync::Arc::new(buildlogs::telemetry::Metrics::new());
+    let store = buildlogs::store::redis::RedisStore::new(&redis.url(), 4, metrics).unwrap();
+    buildlogs::writer::LogWriter::new(std::sync::Arc::new(store))
+}
+
+async fn append_n(w: &buildlogs::writer::LogWriter, job: &JobId, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(
+            w.append(
+                job,
+                buildlogs::writer::Source::Stdout,
+                "build",
+                &format!("l{i}"),
+            )
+            .await
+            .unwrap()
+            .to_string(),
+        );
+    }
+    ids
+}
+
+async fn log_ids(sse: &mut SseClient, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    while ids.len() < n {
+        let ev = sse.next_non_heartbeat().await.expect("open");
+        assert_eq!(ev.event, "log");
+        ids.push(ev.id.unwrap());
+    }
+    ids
+}
+
+#[tokio::test]
+async fn two_instances_failover_and_drain() {
+    let redis = RedisServer::start();
+    let a = Instance::start(&redis, &[]).await;
+    let b = Instance::start(&redis, &[]).await;
+    let w = writer(&redis).await;
+    let job = unique_job();
+    w.create_job(&job, "user_a", "code").await.unwrap();
+
+    let mut on_a = a.stream(&job, None).await;
+    let mut on_b = b.stream(&job, None).await;
+    let start_a = on_a.start().await.id.unwrap();
+    let start_b = on_b.start().await.id.unwrap();
+    assert_eq!(start_a, start_b);
+    let first = append_n(&w, &job, 100).await;
+    let seen_a = log_ids(&mut on_a, 60).await;
+    let seen_b = log_ids(&mut on_b, 100).await;
+    assert_eq!(seen_b, first, "instance b: every line in order");
+    assert_eq!(seen_a, first[..60], "instance a: the same sequence");
+
+    // Instance a dies without a word; its viewer resumes on b where it left off.
+    a.signal("-KILL");
+    while on_a.next().await.is_some() {}
+    let second = append_n(&w, &job, 50).await;
+    let mut resumed = b.stream(&job, Some(seen_a.last().unwrap())).await;
+    assert_eq!(resumed.status, 200);
+    resumed.start().await;
+    let mut after = log_ids(&mut resumed, 90).await;
+    let mut all: Vec<String> = seen_a.clone();
+    all.append(&mut after);
+    let expected: Vec<String> = first.iter().chain(second.iter()).cloned().collect();
+    assert_eq!(
+        all, expected,
+        "nothing lost or repeated across the failover"
+    );
+    assert_eq!(log_ids(&mut on_b, 50).await, second);
+
+    // SIGTERM with streams open: they end cleanly and the process exits within the bound.
+    let mut b = b;
+    let started = Instant::now();
+    b.signal("-TERM");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), resumed.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), on_b.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let status = loop {
+        if let Some(status) = b.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "exited within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn thousand_connect_disconnect_cycles_leave_nothing_behind() {
+    let redis = RedisServer::start();
+    let server = Instance::start(&redis, &[]).await;
+    let w = writer(&redis).await;
+    let jobs: Vec<JobId> = (0..10).map(|_| unique_job()).collect();
+    for job in &jobs {
+        w.create_job(job, "user_a", "code").await.unwrap();
+    }
+    let cycle = |i: usize| {
+        let job = jobs[i % jobs.len()].clone();
+        let server = &server;
+        async move {
+            let mut sse = server.stream(&job, None).await;
+            assert_eq!(sse.status, 200);
+            sse.start().await;
+        }
+    };
+    // Warm up allocator pools and connection buffers, then measure.
+    for i in 0..200 {
+        cycle(i).await;
+    }
+    server_quiesce(&server).await;
+    let rss_before = server.rss_kb();
+    for round in 0..100 {
+        futures_util::future::join_all((0..10).map(|i| cycle(round * 10 + i))).await;
+    }
+    server_quiesce(&server).await;
+    let rss_after = server.rss_kb();
+    assert_eq!(server.metric("buildlogs_open_streams").await, 0.0);
+    assert_eq!(server.metric("buildlogs_live_jobs").await, 0.0);
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "RSS flat over 1,000 cycles: {rss_before} kB → {rss_after} kB"
+    );
+}
+
+async fn server_quiesce(server: &Instance) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.metric("buildlogs_open_streams").await != 0.0
+        || server.metric("buildlogs_live_jobs").await != 0.0
+    {
+        assert!(Instant::now() < deadline, "streams released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
