@@ -228,7 +228,7 @@ describe("errors without retry loops", () => {
   async function expectFinal(
     jobId: string,
     token: string | null,
-    errorClass: typeof BuildlogsError,
+    errorClass: abstract new (...args: never[]) => BuildlogsError,
     code: string,
     lastEventId?: string,
   ) {

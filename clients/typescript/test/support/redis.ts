@@ -7,7 +7,10 @@ import { createClient } from "redis";
 
 import { freePort } from "./ports.js";
 
-export type RedisClient = ReturnType<typeof createClient>;
+/** The little of a Redis client the tests use. */
+export interface RedisClient {
+  sendCommand(args: string[]): Promise<unknown>;
+}
 
 /** A `redis-server` of the test's own on a free port, no persistence. */
 export interface RedisServer {
@@ -49,7 +52,7 @@ export async function startRedis(): Promise<RedisServer> {
     url,
     client,
     async stop() {
-      await client.quit().catch(() => undefined);
+      await client.close().catch(() => undefined);
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once("exit", r));
         child.kill("SIGKILL");
