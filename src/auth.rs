@@ -413,3 +413,104 @@ impl<'a> ApiExtractor<'a> for Session {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn verifier() -> &'static Verifier {
+        static VERIFIER: OnceLock<Verifier> = OnceLock::new();
+        VERIFIER.get_or_init(|| {
+            let (_, public) = crate::dev::generate_rsa_pem().unwrap();
+            Verifier::new(AuthSettings {
+                pem: Some(public),
+                leeway_secs: 5,
+                ..AuthSettings::default()
+            })
+            .unwrap()
+        })
+    }
+
+    fn verify(token: &str) -> Result<Session, AuthFailureReason> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(verifier().verify(token))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_strings_are_refused_without_panic(token in ".{0,300}") {
+            prop_assert!(verify(&token).is_err());
+        }
+
+        #[test]
+        fn arbitrary_jwt_shapes_are_refused_without_panic(
+            header in prop::collection::vec(any::<u8>(), 0..80),
+            claims in prop::collection::vec(any::<u8>(), 0..200),
+            sig in "[A-Za-z0-9_-]{0,90}",
+            alg in prop::sample::select(vec!["RS256", "HS256", "none", "ES256", "rs256", ""]),
+        ) {
+            let header_json = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
+            for h in [URL_SAFE_NO_PAD.encode(&header), URL_SAFE_NO_PAD.encode(header_json)] {
+                let token = format!("{h}.{}.{sig}", URL_SAFE_NO_PAD.encode(&claims));
+                prop_assert!(verify(&token).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn presented_token_rules() {
+        let req = |headers: &[(&str, &str)]| {
+            let mut builder = Request::builder();
+            for (k, v) in headers {
+                builder = builder.header(*k, *v);
+            }
+            builder.finish()
+        };
+        assert_eq!(
+            presented_token(&req(&[("Authorization", "Bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            presented_token(&req(&[("Authorization", "bearer   abc  ")])),
+            Some("abc")
+        );
+        assert_eq!(
+            presented_token(&req(&[("Authorization", "Bearer")])),
+            Some("")
+        );
+        assert_eq!(
+            presented_token(&req(&[("Authorization", "Bearerabc")])),
+            None
+        );
+        assert_eq!(
+            presented_token(&req(&[("Authorization", "Basic abc")])),
+            None
+        );
+        assert_eq!(
+            presented_token(&req(&[
+                ("Authorization", "Basic abc"),
+                ("Cookie", "a=1; __session=tok")
+            ])),
+            Some("tok")
+        );
+        assert_eq!(
+            presented_token(&req(&[
+                ("Authorization", "Bearer head"),
+                ("Cookie", "__session=tok")
+            ])),
+            Some("head")
+        );
+        assert_eq!(
+            presented_token(&req(&[("Cookie", "x__session=no; __session_other=no")])),
+            None
+        );
+    }
+}

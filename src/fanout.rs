@@ -18,11 +18,16 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    api::{
+        models::{LogLine, StreamEvent},
+        sse::render,
+    },
     ids::{JobId, StreamId},
     store::{JobStatus, LiveReader, LogEntry, LogStore},
     telemetry::Metrics,
@@ -37,14 +42,27 @@ const READ_COUNT: usize = 1000;
 const READ_BLOCK: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// A log line as it goes on the wire, rendered once for every viewer.
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub id: StreamId,
+    pub frame: Bytes,
+}
+
+impl Line {
+    pub fn render(entry: LogEntry) -> Self {
+        Self {
+            id: entry.id,
+            frame: render(StreamEvent::Log(LogLine::from(entry))),
+        }
+    }
+}
+
 /// What a job's feed carries.
 #[derive(Clone, Debug)]
 pub enum FeedMsg {
-    /// Consecutive entries that directly follow `after` in the stream.
-    Lines {
-        after: StreamId,
-        entries: Arc<[LogEntry]>,
-    },
+    /// Consecutive lines that directly follow `after` in the stream.
+    Lines { after: StreamId, lines: Arc<[Line]> },
     /// The job is terminal and every line up to `last` has been sent.
     Done(Done),
 }
@@ -370,7 +388,7 @@ impl ReaderTask {
         // No receivers is fine: the feed is about to be released.
         let _ = watched.feed.tx.send(FeedMsg::Lines {
             after,
-            entries: entries.into(),
+            lines: entries.into_iter().map(Line::render).collect(),
         });
     }
 

@@ -172,4 +172,49 @@ mod tests {
         assert_eq!(StreamId::MAX.next(), StreamId::MAX);
         assert_eq!(StreamId::new(17, 3).to_string(), "17-3");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #[test]
+            fn stream_ids_round_trip(ms: u64, seq: u64) {
+                let id = StreamId::new(ms, seq);
+                prop_assert_eq!(id.to_string().parse::<StreamId>(), Ok(id));
+            }
+
+            #[test]
+            fn stream_id_order_is_redis_order(a: (u64, u64), b: (u64, u64)) {
+                prop_assert_eq!(StreamId::new(a.0, a.1).cmp(&StreamId::new(b.0, b.1)), a.cmp(&b));
+            }
+
+            #[test]
+            fn stream_id_parser_accepts_only_digit_pairs(raw in ".{0,48}") {
+                let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+                if let Ok(id) = raw.parse::<StreamId>() {
+                    let (ms, seq) = raw.split_once('-').unwrap();
+                    prop_assert!(digits(ms) && digits(seq));
+                    prop_assert_eq!((id.ms, id.seq), (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap()));
+                }
+            }
+
+            #[test]
+            fn valid_job_ids_are_accepted(raw in "[A-Za-z0-9_-]{1,128}") {
+                let id = JobId::parse(&raw).unwrap();
+                prop_assert_eq!(id.as_str(), raw.as_str());
+            }
+
+            #[test]
+            fn job_ids_with_any_other_character_are_refused(
+                prefix in "[A-Za-z0-9_-]{0,60}",
+                bad in "[^A-Za-z0-9_-]",
+                suffix in "[A-Za-z0-9_-]{0,60}",
+            ) {
+                let raw = format!("{prefix}{bad}{suffix}");
+                prop_assert_eq!(JobId::parse(&raw), Err(InvalidJobId));
+            }
+        }
+    }
 }

@@ -3,27 +3,37 @@
 
 use std::{
     collections::VecDeque,
+    future::Future,
+    pin::Pin,
     sync::{Arc, Weak},
     time::Duration,
 };
 
+use bytes::Bytes;
 use futures_util::{StreamExt, stream::BoxStream};
-use tokio::{net::TcpStream, sync::broadcast::error::RecvError, time::Instant};
+use tokio::{
+    net::TcpStream,
+    sync::broadcast::error::RecvError,
+    time::{Instant, Sleep},
+};
 
 use crate::{
-    api::models::{
-        DoneData, FinalStatus, HeartbeatData, LogLine, ResetData, ResetReason, RetryData,
-        StartData, StreamEvent,
+    api::{
+        models::{
+            DoneData, FinalStatus, HeartbeatData, ResetData, ResetReason, RetryData, StartData,
+            StreamEvent,
+        },
+        sse::render,
     },
     app::AppState,
     auth::Session,
     config::LiveMode,
     conn::Connections,
     error::ApiError,
-    fanout::{FeedMsg, Subscription},
+    fanout::{FeedMsg, Line, Subscription},
     ids::{JobId, StreamId},
     limits::{OpenStream, RETRY_AFTER_SECS, StreamSlot},
-    store::{JobStatus, LiveReader, StreamInfo},
+    store::{JobStatus, LiveReader, LogEntry, StoreError, StreamInfo},
 };
 
 /// The `retry:` sent first (ms).
@@ -34,7 +44,8 @@ const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 
 pub enum StreamOutcome {
     NoContent,
-    Events(BoxStream<'static, StreamEvent>),
+    /// Rendered SSE frames.
+    Events(BoxStream<'static, Bytes>),
 }
 
 /// Whether resuming after `resume` may skip lines that are gone (contract §3, `reset`).
@@ -77,21 +88,23 @@ pub async fn open(
     let reset = resume.is_some_and(|id| needs_reset(id, info.as_ref()));
 
     let mut queue = VecDeque::new();
-    queue.push_back(StreamEvent::Retry(RetryData { retry_ms: RETRY_MS }));
-    queue.push_back(StreamEvent::Start(StartData {
+    queue.push_back(Frame::other(StreamEvent::Retry(RetryData {
+        retry_ms: RETRY_MS,
+    })));
+    queue.push_back(Frame::other(StreamEvent::Start(StartData {
         status: record.status.as_str().to_owned(),
         history_cursor: position.next().to_string(),
         position: position.to_string(),
-    }));
+    })));
 
     let terminal = record.status.is_terminal();
     let (live, slot, finishing, catching_up) = if terminal {
         match resume {
             None => {
                 // Live-only on a finished job: nothing will come.
-                queue.push_back(StreamEvent::Done(DoneData {
+                queue.push_back(Frame::other(StreamEvent::Done(DoneData {
                     status: final_status(&record.status),
-                }));
+                })));
                 (Live::None, None, None, false)
             }
             Some(after) => {
@@ -115,13 +128,13 @@ pub async fn open(
         (live, Some(slot), None, true)
     };
     if reset {
-        queue.push_back(StreamEvent::Reset(ResetData {
+        queue.push_back(Frame::other(StreamEvent::Reset(ResetData {
             reason: ResetReason::Trimmed,
             oldest_id: info
                 .as_ref()
                 .and_then(|i| i.first_id)
                 .map(|id| id.to_string()),
-        }));
+        })));
     }
 
     let now = Instant::now();
@@ -129,7 +142,24 @@ pub async fn open(
         .valid_until
         .duration_since(std::time::SystemTime::now())
         .unwrap_or(Duration::ZERO);
+    let expires_at = now + ttl;
     let heartbeat = state.config.heartbeat();
+    // Everything that ends a stream from outside, as one future made once: a viewer's wake-ups
+    // then cost no timer or waiter registration beyond its own heartbeat.
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    let ended = Box::pin(async move {
+        let gone = async {
+            match client {
+                Some(socket) => Connections::closed(socket).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = tokio::time::sleep_until(expires_at) => {}
+            () = gone => {}
+        }
+    });
     let mut viewer = Viewer {
         _open: OpenStream::new(state.metrics.clone()),
         _slot: slot,
@@ -142,11 +172,13 @@ pub async fn open(
         finishing,
         finished: terminal && resume.is_none(),
         heartbeat,
-        heartbeat_at: now + heartbeat,
-        expires_at: now + ttl,
+        last_sent: now,
+        heartbeat_timer: Box::pin(tokio::time::sleep_until(now + heartbeat)),
+        expires_at,
+        ended,
         retry_at: None,
         backoff: Duration::from_millis(100),
-        client,
+        unflushed_lines: 0,
         state,
     };
     if let Live::Feed(sub) = &viewer.live
@@ -156,11 +188,33 @@ pub async fn open(
     }
     Ok(StreamOutcome::Events(
         futures_util::stream::unfold(viewer, |mut viewer| async move {
-            let event = viewer.next().await?;
-            Some((event, viewer))
+            let frame = viewer.next().await?;
+            Some((frame, viewer))
         })
         .boxed(),
     ))
+}
+
+/// A rendered frame waiting to be sent; log lines are counted as delivered when sent.
+struct Frame {
+    bytes: Bytes,
+    is_line: bool,
+}
+
+impl Frame {
+    fn other(event: StreamEvent) -> Self {
+        Self {
+            bytes: render(event),
+            is_line: false,
+        }
+    }
+
+    fn line(line: &Line) -> Self {
+        Self {
+            bytes: line.frame.clone(),
+            is_line: true,
+        }
+    }
 }
 
 enum Live {
@@ -177,9 +231,9 @@ struct Viewer {
     _open: OpenStream,
     _slot: Option<StreamSlot>,
     job: JobId,
-    /// The last id sent (or the start position): everything up to it is delivered.
+    /// The last id queued (or the start position): everything up to it is delivered or queued.
     pos: StreamId,
-    queue: VecDeque<StreamEvent>,
+    queue: VecDeque<Frame>,
     live: Live,
     /// Reading from the store by id until caught up, before (or instead of) the feed.
     catching_up: bool,
@@ -189,28 +243,45 @@ struct Viewer {
     finishing: Option<JobStatus>,
     finished: bool,
     heartbeat: Duration,
-    heartbeat_at: Instant,
+    last_sent: Instant,
+    heartbeat_timer: Pin<Box<Sleep>>,
     expires_at: Instant,
+    /// Shutdown, token expiry or the client leaving.
+    ended: Pin<Box<dyn Future<Output = ()> + Send>>,
     retry_at: Option<Instant>,
     backoff: Duration,
-    /// The client's socket, watched for it going away (absent for in-process requests).
-    client: Option<Weak<TcpStream>>,
+    unflushed_lines: u64,
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        self.flush_metrics();
+    }
 }
 
 enum Wake {
     Msg(Result<FeedMsg, RecvError>),
-    Naive(Result<Vec<crate::store::LogEntry>, crate::store::StoreError>),
+    Naive(Result<Vec<LogEntry>, StoreError>),
     Heartbeat,
     Retry,
     End,
 }
 
 impl Viewer {
-    fn push_entries(&mut self, entries: impl IntoIterator<Item = crate::store::LogEntry>) {
+    fn queue_entries(&mut self, entries: impl IntoIterator<Item = LogEntry>) {
         for entry in entries {
             if entry.id > self.pos {
                 self.pos = entry.id;
-                self.queue.push_back(StreamEvent::Log(LogLine::from(entry)));
+                self.queue.push_back(Frame::line(&Line::render(entry)));
+            }
+        }
+    }
+
+    fn queue_lines(&mut self, lines: &[Line]) {
+        for line in lines {
+            if line.id > self.pos {
+                self.pos = line.id;
+                self.queue.push_back(Frame::line(line));
             }
         }
     }
@@ -219,32 +290,46 @@ impl Viewer {
         if !self.catching_up
             && let Some(status) = self.finishing.take()
         {
-            self.queue.push_back(StreamEvent::Done(DoneData {
-                status: final_status(&status),
-            }));
+            self.queue
+                .push_back(Frame::other(StreamEvent::Done(DoneData {
+                    status: final_status(&status),
+                })));
             self.finished = true;
         }
     }
 
-    fn store_failed(&mut self, err: crate::store::StoreError) {
+    fn store_failed(&mut self, err: StoreError) {
         tracing::debug!(job = %self.job, error = %err, "stream read failed; retrying");
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_RETRY_BACKOFF);
     }
 
-    async fn next(&mut self) -> Option<StreamEvent> {
+    fn flush_metrics(&mut self) {
+        if self.unflushed_lines > 0 {
+            self.state
+                .metrics
+                .lines_delivered
+                .inc_by(self.unflushed_lines);
+            self.unflushed_lines = 0;
+        }
+    }
+
+    async fn next(&mut self) -> Option<Bytes> {
         loop {
             let now = Instant::now();
-            // Checked before every item, so a busy stream ends on time as surely as an idle one.
+            // Checked before every frame, so a busy stream ends on time as surely as an idle one.
             if now >= self.expires_at || self.state.shutdown.is_cancelled() {
                 return None;
             }
-            if let Some(event) = self.queue.pop_front() {
-                self.heartbeat_at = now + self.heartbeat;
-                if matches!(event, StreamEvent::Log(_)) {
-                    self.state.metrics.lines_delivered.inc();
+            if let Some(frame) = self.queue.pop_front() {
+                self.last_sent = now;
+                if frame.is_line {
+                    self.unflushed_lines += 1;
                 }
-                return Some(event);
+                if self.queue.is_empty() {
+                    self.flush_metrics();
+                }
+                return Some(frame.bytes);
             }
             if self.finished {
                 return None;
@@ -268,7 +353,7 @@ impl Viewer {
                             }
                             *budget -= entries.len();
                         }
-                        self.push_entries(entries);
+                        self.queue_entries(entries);
                         if !more {
                             self.catching_up = false;
                             self.lag_budget = None;
@@ -281,23 +366,7 @@ impl Viewer {
             }
 
             let wake = {
-                let shutdown = self.state.shutdown.cancelled();
-                let expiry = tokio::time::sleep_until(self.expires_at);
-                let heartbeat = tokio::time::sleep_until(self.heartbeat_at);
                 let retry_at = self.retry_at;
-                let retry = async move {
-                    match retry_at {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let client = self.client.clone();
-                let gone = async move {
-                    match client {
-                        Some(socket) => Connections::closed(socket).await,
-                        None => std::future::pending().await,
-                    }
-                };
                 let catching_up = self.catching_up;
                 let pos = self.pos;
                 let job = &self.job;
@@ -308,44 +377,51 @@ impl Viewer {
                     }
                     match live {
                         Live::Feed(sub) => Wake::Msg(sub.rx.recv().await),
-                        Live::Naive(reader) => {
-                            let read = reader
+                        Live::Naive(reader) => Wake::Naive(
+                            reader
                                 .read(
                                     &[(job.clone(), pos)],
                                     CATCH_UP_BATCH,
                                     Duration::from_secs(1),
                                 )
                                 .await
-                                .map(|batches| batches.into_iter().flat_map(|(_, e)| e).collect());
-                            Wake::Naive(read)
-                        }
+                                .map(|batches| batches.into_iter().flat_map(|(_, e)| e).collect()),
+                        ),
                         Live::None => std::future::pending().await,
                     }
                 };
                 tokio::select! {
                     biased;
-                    () = shutdown => Wake::End,
-                    () = expiry => Wake::End,
-                    () = gone => Wake::End,
-                    () = retry => Wake::Retry,
+                    () = &mut self.ended => Wake::End,
+                    () = async { tokio::time::sleep_until(retry_at.unwrap_or(now)).await }, if retry_at.is_some() => Wake::Retry,
                     wake = live => wake,
-                    () = heartbeat => Wake::Heartbeat,
+                    () = &mut self.heartbeat_timer => Wake::Heartbeat,
                 }
             };
             match wake {
                 Wake::End => return None,
                 Wake::Retry => {}
                 Wake::Heartbeat => {
-                    self.queue
-                        .push_back(StreamEvent::Heartbeat(HeartbeatData {}));
+                    // The timer is not re-armed on every frame: when it fires, it either sends a
+                    // heartbeat or moves to a heartbeat interval after the last frame.
+                    let due = self.last_sent + self.heartbeat;
+                    if Instant::now() >= due {
+                        self.queue
+                            .push_back(Frame::other(StreamEvent::Heartbeat(HeartbeatData {})));
+                        self.heartbeat_timer
+                            .as_mut()
+                            .reset(Instant::now() + self.heartbeat);
+                    } else {
+                        self.heartbeat_timer.as_mut().reset(due);
+                    }
                 }
-                Wake::Msg(Ok(FeedMsg::Lines { after, entries })) => {
+                Wake::Msg(Ok(FeedMsg::Lines { after, lines })) => {
                     if after > self.pos {
                         // Lines between our position and this batch came before we subscribed
                         // or while we lagged: read them by id.
                         self.catching_up = true;
                     } else {
-                        self.push_entries(entries.iter().cloned());
+                        self.queue_lines(&lines);
                     }
                 }
                 Wake::Msg(Ok(FeedMsg::Done(done))) => {
@@ -360,7 +436,7 @@ impl Viewer {
                 }
                 Wake::Msg(Err(RecvError::Closed)) => return None,
                 Wake::Naive(Ok(entries)) => {
-                    self.push_entries(entries);
+                    self.queue_entries(entries);
                     // The naive design checks the job's status on every loop, per viewer.
                     match self
                         .state

@@ -2,15 +2,17 @@
 
 use std::sync::Arc;
 
-use futures_util::stream::BoxStream;
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, OpenApi, Tags,
     param::{Header, Path, Query},
-    payload::{EventStream, Json},
+    payload::Json,
 };
 
-use super::models::{HistoryPage, LogLine, StreamEvent};
+use super::{
+    models::{HistoryPage, LogLine},
+    sse::SseFrames,
+};
 use crate::{
     app::AppState,
     auth::Session,
@@ -68,7 +70,7 @@ pub enum StreamResponse {
     /// `log` lines, `heartbeat`s, and `done` at the end. Never compressed.
     #[oai(status = 200)]
     Ok(
-        EventStream<BoxStream<'static, StreamEvent>>,
+        SseFrames,
         /// Always `no-cache`.
         #[oai(header = "Cache-Control")]
         String,
@@ -202,11 +204,9 @@ impl LogsApi {
         };
         match result.await {
             Ok(StreamOutcome::NoContent) => StreamResponse::NoContent,
-            Ok(StreamOutcome::Events(events)) => StreamResponse::Ok(
-                EventStream::new(events).to_event(StreamEvent::into_sse),
-                "no-cache".to_owned(),
-                "no".to_owned(),
-            ),
+            Ok(StreamOutcome::Events(events)) => {
+                StreamResponse::Ok(SseFrames(events), "no-cache".to_owned(), "no".to_owned())
+            }
             Err(err) => err.into(),
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod logs;
 pub mod models;
+pub mod sse;
 
 use poem_openapi::OpenApiService;
 

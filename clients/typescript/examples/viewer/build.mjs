@@ -1,6 +1,6 @@
 // Bundles the viewer (examples/viewer/main.ts plus @buildlogs/client from src/) into
 // examples/viewer/dist/viewer.js. Then serve examples/viewer/ with any static file server, e.g.
-//   npx esbuild --servedir=examples/viewer --serve=127.0.0.1:5173   (from clients/typescript)
+//   npm run viewer   (from clients/typescript: builds, then serves on 127.0.0.1:5173)
 // and open http://127.0.0.1:5173/?baseUrl=http://127.0.0.1:8080&jobId=demo-1#token=<TOKEN>
 // with the server started with CORS_ALLOWED_ORIGINS=http://127.0.0.1:5173.
 import { dirname, join } from "node:path";
