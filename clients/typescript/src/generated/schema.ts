@@ -68,7 +68,7 @@ export interface components {
          * @description A stable, machine-readable error code.
          * @enum {string}
          */
-        ErrorCode: "unauthorized" | "job_not_found" | "invalid_job_id" | "invalid_cursor" | "invalid_limit" | "too_many_streams" | "store_unavailable" | "internal" | "not_found" | "method_not_allowed";
+        ErrorCode: "unauthorized" | "job_not_found" | "invalid_job_id" | "invalid_cursor" | "invalid_limit" | "too_many_streams" | "store_unavailable" | "internal" | "not_found" | "method_not_allowed" | "bad_request";
         /**
          * @description A job's final status.
          * @enum {string}
