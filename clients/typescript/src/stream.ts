@@ -93,6 +93,8 @@ export interface JobLogEventsOptions extends ConnectionOptions {
 const DEFAULT_HEARTBEAT_MS = 20_000;
 const DEFAULT_INITIAL_DELAY_MS = 1_000;
 const DEFAULT_MAX_DELAY_MS = 30_000;
+/** The least wait after a 429 or 503 whose Retry-After could not be read. */
+const MIN_OVERLOAD_DELAY_MS = 2_000;
 
 class Stalled extends Error {}
 
@@ -312,8 +314,12 @@ export async function* jobLogEvents(
     const base = backoff.initialDelayMs ?? serverRetryMs ?? DEFAULT_INITIAL_DELAY_MS;
     const step = Math.min(maxDelay, base * factor ** (failures - 1));
     let delay = step / 2 + (Math.random() * step) / 2;
-    if (failure.retryAfterMs !== undefined) {
-      delay = Math.max(delay, failure.retryAfterMs * (1 + Math.random() * 0.2));
+    const retryAfter =
+      failure.retryAfterMs ??
+      // A cross-origin browser cannot read Retry-After unless the server exposes it: wait a while anyway.
+      (failure.kind === "too_many_requests" || failure.kind === "unavailable" ? MIN_OVERLOAD_DELAY_MS : undefined);
+    if (retryAfter !== undefined) {
+      delay = Math.max(delay, retryAfter * (1 + Math.random() * 0.2));
     }
     delay = Math.round(delay);
     setStatus("reconnecting");
