@@ -30,11 +30,11 @@ export interface BuildlogsServer {
 }
 
 /** Starts `buildlogs serve` on a free port with `env` on top of a minimal environment. */
-export async function startServer(env: Record<string, string>): Promise<BuildlogsServer> {
+export async function startServer(env: Record<string, string>, args: string[] = []): Promise<BuildlogsServer> {
   const bin = assertBinary();
   const port = await freePort();
   let output = "";
-  const child: ChildProcess = spawn(bin, ["serve"], {
+  const child: ChildProcess = spawn(bin, ["serve", ...args], {
     env: {
       PATH: process.env.PATH ?? "/usr/bin:/bin",
       RUST_LOG: process.env.BUILDLOGS_RUST_LOG ?? "warn",
