@@ -15,7 +15,7 @@ export interface ConnectionOptions {
   /** A `fetch` to use instead of `globalThis.fetch` (tests, instrumentation, polyfills). */
   fetch?: typeof globalThis.fetch;
   /** `credentials` for every request (e.g. `"include"` to send the `__session` cookie cross-site). */
-  credentials?: RequestCredentials;
+  credentials?: RequestInit["credentials"];
 }
 
 export function trimBaseUrl(baseUrl: string): string {
