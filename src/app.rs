@@ -156,6 +156,7 @@ impl App {
                 )
                 .allow_methods([Method::GET, Method::OPTIONS])
                 .allow_headers(["authorization", "last-event-id", "cache-control"])
+                .expose_headers(["retry-after"])
                 .allow_credentials(true)
                 .max_age(600)
         });

@@ -39,6 +39,7 @@ pub struct HistoryPage {
     /// Whether older lines exist: fetch them with `before_id = oldest_id`.
     pub has_more: bool,
     /// Id of the oldest line in `lines`; null when `lines` is empty.
+    #[oai(nullable)]
     pub oldest_id: Option<String>,
 }
 
@@ -97,6 +98,7 @@ pub enum ResetReason {
 pub struct ResetData {
     pub reason: ResetReason,
     /// The oldest retained line's id; null when none is retained.
+    #[oai(nullable)]
     pub oldest_id: Option<String>,
 }
 

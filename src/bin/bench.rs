@@ -29,7 +29,6 @@ use std::{
 use anyhow::{Context as _, bail};
 use buildlogs::dev::{Signer, generate_rsa_pem};
 use clap::Parser;
-use futures_util::StreamExt;
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks buildlogs against the contract's performance targets")]
@@ -50,6 +49,9 @@ struct Args {
     /// Viewers of the one job in `fanout`.
     #[arg(long, default_value_t = 2000)]
     viewers: usize,
+    /// Lines per second in `fanout`.
+    #[arg(long, default_value_t = 50)]
+    rate: u64,
     /// Jobs in `many` (each with 2 viewers).
     #[arg(long, default_value_t = 500)]
     jobs: usize,
@@ -279,6 +281,18 @@ impl Drop for Server {
     }
 }
 
+/// CPU time this process used so far, in clock ticks (100 per second).
+fn own_cpu_ticks() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
 /// What one viewer saw.
 #[derive(Default)]
 struct Seen {
@@ -288,68 +302,102 @@ struct Seen {
     done: bool,
 }
 
-/// Follows one stream until `done` or `stop`, recording latency from the append time in each
-/// line's text (`seq=<n> t=<nanos>`) and checking that sequence numbers arrive 0, 1, 2, …
+/// Follows one stream until `done` or `stop` over a raw socket (a load generator that costs
+/// far less CPU than an HTTP client library, leaving the cores to the server), recording latency
+/// from the append time in each line's text (`seq=<n> t=<nanos>`) and checking that sequence
+/// numbers arrive 0, 1, 2, …
 async fn view(
-    http: reqwest::Client,
-    url: String,
+    addr: std::net::SocketAddr,
+    path: String,
     token: String,
     opened: Arc<AtomicU64>,
     stop: tokio_util::sync::CancellationToken,
 ) -> Seen {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut seen = Seen::default();
-    let resp = match http.get(&url).bearer_auth(&token).send().await {
-        Ok(r) if r.status() == 200 => r,
-        Ok(r) => {
-            eprintln!("stream refused: {}", r.status());
-            return seen;
-        }
-        Err(e) => {
-            eprintln!("stream failed: {e}");
-            return seen;
-        }
+    let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
+        eprintln!("connect failed");
+        return seen;
     };
-    opened.fetch_add(1, Ordering::Relaxed);
-    let mut body = resp.bytes_stream();
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let _ = tcp.set_nodelay(true);
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    if tcp.write_all(request.as_bytes()).await.is_err() {
+        return seen;
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 16384];
+    let mut head_done = false;
     let mut next_seq = 0u64;
     loop {
-        let chunk = tokio::select! {
+        let n = tokio::select! {
             () = stop.cancelled() => break,
-            chunk = body.next() => chunk,
+            n = tcp.read(&mut chunk) => match n { Ok(0) | Err(_) => break, Ok(n) => n },
         };
-        let Some(Ok(chunk)) = chunk else { break };
         let received = now_nanos();
-        buf.extend_from_slice(&chunk);
-        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-            let event: Vec<u8> = buf.drain(..end + 2).collect();
-            let text = String::from_utf8_lossy(&event);
-            if text.contains("event: done") {
-                seen.done = true;
+        buf.extend_from_slice(&chunk[..n]);
+        if !head_done {
+            let Some(end) = find(&buf, b"\r\n\r\n") else {
+                continue;
+            };
+            if !buf.starts_with(b"HTTP/1.1 200") {
+                eprintln!(
+                    "stream refused: {}",
+                    String::from_utf8_lossy(&buf[..end.min(40)])
+                );
                 return seen;
             }
-            if let Some(at) = text.find("seq=") {
-                let rest = &text[at + 4..];
-                let mut parts = rest
-                    .split(|c: char| !c.is_ascii_digit())
-                    .filter(|s| !s.is_empty());
-                let (Some(seq), Some(t)) = (
-                    parts.next().and_then(|s| s.parse::<u64>().ok()),
-                    parts.next().and_then(|s| s.parse::<u64>().ok()),
-                ) else {
-                    continue;
-                };
-                if seq != next_seq {
-                    seen.out_of_order += 1;
-                }
-                next_seq = seq + 1;
-                seen.lines += 1;
-                seen.latencies_us
-                    .push((received.saturating_sub(t) / 1000).min(u32::MAX as u64) as u32);
-            }
+            opened.fetch_add(1, Ordering::Relaxed);
+            buf.drain(..end + 4);
+            head_done = true;
         }
+        // Only whole frames: keep what follows the last blank line for the next read.
+        let Some(last) = rfind(&buf, b"\n\n") else {
+            continue;
+        };
+        let frames = &buf[..last + 2];
+        let mut at = 0;
+        while let Some(pos) = find(&frames[at..], b"seq=") {
+            let rest = &frames[at + pos + 4..];
+            let (seq, used) = number(rest);
+            let t_at = find(&rest[used..], b"t=")
+                .map(|p| used + p + 2)
+                .unwrap_or(used);
+            let (t, _) = number(&rest[t_at..]);
+            if seq != next_seq {
+                seen.out_of_order += 1;
+            }
+            next_seq = seq + 1;
+            seen.lines += 1;
+            seen.latencies_us
+                .push((received.saturating_sub(t) / 1000).min(u32::MAX as u64) as u32);
+            at += pos + 4 + t_at;
+        }
+        if find(frames, b"event: done").is_some() {
+            seen.done = true;
+            return seen;
+        }
+        buf.drain(..last + 2);
     }
     seen
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// The decimal number at the start of `bytes`, and how many bytes it took.
+fn number(bytes: &[u8]) -> (u64, usize) {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    let value = bytes[..digits]
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    (value, digits)
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -436,17 +484,14 @@ async fn open_viewers(
     token: &str,
     stop: &tokio_util::sync::CancellationToken,
 ) -> (Vec<tokio::task::JoinHandle<Seen>>, Arc<AtomicU64>) {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
     let opened = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::with_capacity(streams);
     for i in 0..streams {
-        let url = format!("{base}/api/jobs/{}/logs/stream", jobs[i % jobs.len()]);
+        let path = format!("/api/jobs/{}/logs/stream", jobs[i % jobs.len()]);
         handles.push(tokio::spawn(view(
-            http.clone(),
-            url,
+            addr,
+            path,
             token.to_owned(),
             opened.clone(),
             stop.clone(),
@@ -524,6 +569,7 @@ async fn live(
 
     // Writers: every job gets `rate` lines a second, spread over the second.
     let total_lines = rate * args.secs;
+    let cpu_before = (server.cpu_ticks(), own_cpu_ticks());
     let started = Instant::now();
     let tick = Duration::from_nanos(1_000_000_000 / rate);
     let mut interval = tokio::time::interval(tick);
@@ -557,6 +603,8 @@ async fn live(
         }
     }
     let write_secs = started.elapsed().as_secs_f64();
+    let server_cpu = (server.cpu_ticks() - cpu_before.0) as f64 / write_secs;
+    let bench_cpu = (own_cpu_ticks() - cpu_before.1) as f64 / write_secs;
     for job in &jobs {
         finish_job(&mut conn, job).await?;
     }
@@ -589,10 +637,11 @@ async fn live(
         .count();
     let delivered: u64 = results.iter().map(|s| s.lines).sum();
     let lines_written = total_lines * jobs_n as u64;
-    let mut extra = String::new();
+    let mut extra =
+        format!("CPU: server {server_cpu:.0}%, load generator {bench_cpu:.0}% (of one core)");
     if let (Some(base), Some(during)) = (history_base, history_during) {
-        extra = format!(
-            "history p50/p99 {:.2}/{:.2} ms idle → {:.2}/{:.2} ms under load",
+        extra += &format!(
+            "; history p50/p99 {:.2}/{:.2} ms idle → {:.2}/{:.2} ms under load",
             base.0, base.1, during.0, during.1
         );
     }
@@ -843,6 +892,71 @@ async fn bare_redis_history(
     ))
 }
 
+/// The floor: append-to-receipt latency of a bare `XREAD BLOCK` client, no buildlogs in between.
+async fn floor(args: &Args) -> anyhow::Result<Row> {
+    let redis = Redis::start()?;
+    let mut writer = redis.conn().await?;
+    let mut reader = redis.conn().await?;
+    create_job(&mut writer, "floor", "code").await?;
+    let total = 50 * args.secs;
+    let read = tokio::spawn(async move {
+        let mut last = "$".to_owned();
+        let mut lat = Vec::new();
+        while (lat.len() as u64) < total {
+            let reply: redis::Value = redis::cmd("XREAD")
+                .arg("BLOCK")
+                .arg(5000)
+                .arg("STREAMS")
+                .arg("job:floor:logs")
+                .arg(&last)
+                .query_async(&mut reader)
+                .await
+                .unwrap();
+            let received = now_nanos();
+            let text = format!("{reply:?}");
+            for part in text.split("seq=").skip(1) {
+                let t: u64 = part
+                    .split(" t=")
+                    .nth(1)
+                    .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(received);
+                lat.push(((received - t) / 1000) as u32);
+            }
+            if let Some(id) = text.rsplit("bulk-string('\"").find_map(|p| {
+                p.split('"').next().filter(|s| {
+                    s.contains('-') && s.chars().all(|c| c.is_ascii_digit() || c == '-')
+                })
+            }) {
+                last = id.to_owned();
+            }
+        }
+        lat
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut interval = tokio::time::interval(Duration::from_millis(20));
+    for seq in 0..total {
+        interval.tick().await;
+        append(&mut writer, "floor", seq).await?;
+    }
+    let mut lat = tokio::time::timeout(Duration::from_secs(10), read).await??;
+    lat.sort_unstable();
+    Ok(Row {
+        scenario: "floor".into(),
+        mode: "bare XREAD".into(),
+        load: format!("1 reader, 50 lines/s, {}s", args.secs),
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        delivered_per_s: f64::NAN,
+        complete: format!("{}/{total}", lat.len()),
+        rss_mb: f64::NAN,
+        per_stream_kb: f64::NAN,
+        reads_per_line: f64::NAN,
+        redis_conns: 2,
+        extra: String::new(),
+    })
+}
+
 fn fmt(v: f64, digits: usize) -> String {
     if v.is_nan() {
         "-".into()
@@ -880,7 +994,7 @@ async fn main() -> anyhow::Result<()> {
                             mode,
                             1,
                             args.viewers,
-                            50,
+                            args.rate,
                             false,
                         )
                         .await?
@@ -889,6 +1003,10 @@ async fn main() -> anyhow::Result<()> {
                     };
                     rows.push(row);
                 }
+            }
+            "floor" => {
+                eprintln!("running floor…");
+                rows.push(floor(&args).await?);
             }
             "idle" => {
                 eprintln!("running idle…");

@@ -89,7 +89,7 @@ export interface components {
             /** @description Whether older lines exist: fetch them with `before_id = oldest_id`. */
             has_more: boolean;
             /** @description Id of the oldest line in `lines`; null when `lines` is empty. */
-            oldest_id?: string;
+            oldest_id?: string | null;
         };
         /**
          * LogLine
@@ -134,7 +134,7 @@ export interface components {
         ResetData: {
             reason: components["schemas"]["ResetReason"];
             /** @description The oldest retained line's id; null when none is retained. */
-            oldest_id?: string;
+            oldest_id?: string | null;
         };
         /**
          * @description Why a resume could not be honoured exactly.
