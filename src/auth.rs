@@ -28,6 +28,11 @@ const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// After a failed JWKS fetch, the next attempt waits this long.
 const JWKS_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A verified token is remembered this long (never past its `exp` + leeway), so a client paging
+/// history or reconnecting with the same token costs no RSA verification.
+const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Most tokens remembered at once; the cache starts over when full.
+const VERIFIED_CACHE_MAX: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
@@ -144,6 +149,8 @@ pub struct Verifier {
     /// Serialises JWKS fetches, so a burst of unknown kids makes one request.
     fetch_lock: tokio::sync::Mutex<()>,
     http: reqwest::Client,
+    /// Recently verified tokens and until when they may be trusted without verifying again.
+    verified: std::sync::Mutex<HashMap<String, (Session, Instant)>>,
 }
 
 impl Verifier {
@@ -178,6 +185,7 @@ impl Verifier {
             jwks: RwLock::default(),
             fetch_lock: tokio::sync::Mutex::new(()),
             http,
+            verified: std::sync::Mutex::default(),
         })
     }
 
@@ -271,6 +279,34 @@ impl Verifier {
 
     /// Verifies a token (contract §2), or says why not.
     pub async fn verify(&self, token: &str) -> Result<Session, AuthFailureReason> {
+        if let Some(session) = self.recently_verified(token) {
+            return Ok(session);
+        }
+        let session = self.verify_uncached(token).await?;
+        let now = Instant::now();
+        let remaining = session
+            .valid_until
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_CACHE_MAX {
+            verified.clear();
+        }
+        verified.insert(
+            token.to_owned(),
+            (session.clone(), now + remaining.min(VERIFIED_CACHE_TTL)),
+        );
+        Ok(session)
+    }
+
+    fn recently_verified(&self, token: &str) -> Option<Session> {
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let (session, until) = verified.get(token)?;
+        (Instant::now() < *until && SystemTime::now() < session.valid_until)
+            .then(|| session.clone())
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Session, AuthFailureReason> {
         use AuthFailureReason as R;
         if token.is_empty() {
             return Err(R::missing);

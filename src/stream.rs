@@ -317,8 +317,9 @@ impl Viewer {
     async fn next(&mut self) -> Option<Bytes> {
         loop {
             let now = Instant::now();
-            // Checked before every frame, so a busy stream ends on time as surely as an idle one.
-            if now >= self.expires_at || self.state.shutdown.is_cancelled() {
+            // Checked before every frame, so a busy stream ends on time as surely as an idle one
+            // (shutdown and a departed client are noticed at the next wait, between batches).
+            if now >= self.expires_at {
                 return None;
             }
             if let Some(frame) = self.queue.pop_front() {
@@ -335,6 +336,9 @@ impl Viewer {
                 return None;
             }
             if self.catching_up && self.retry_at.is_none_or(|at| now >= at) {
+                if self.state.shutdown.is_cancelled() {
+                    return None;
+                }
                 match self
                     .state
                     .store

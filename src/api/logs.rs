@@ -10,6 +10,7 @@ use poem_openapi::{
 };
 
 use super::{
+    json::FastJson,
     models::{HistoryPage, LogLine},
     sse::SseFrames,
 };
@@ -39,7 +40,7 @@ pub struct LogsApi;
 pub enum HistoryResponse {
     /// A page of lines, oldest first.
     #[oai(status = 200)]
-    Ok(Json<HistoryPage>),
+    Ok(FastJson<HistoryPage>),
     /// Malformed `job_id` (`invalid_job_id`), `before_id` (`invalid_cursor`) or `limit` (`invalid_limit`).
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<Problem>),
@@ -161,7 +162,7 @@ impl LogsApi {
             })
         };
         match result.await {
-            Ok(page) => HistoryResponse::Ok(Json(page)),
+            Ok(page) => HistoryResponse::Ok(FastJson(page)),
             Err(err) => err.into(),
         }
     }

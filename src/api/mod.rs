@@ -3,6 +3,7 @@
 //! `logs` holds the two operations; `models` their payloads. The document produced here is
 //! what `/openapi.json`, `buildlogs openapi` and the committed `openapi/openapi.json` contain.
 
+pub mod json;
 pub mod logs;
 pub mod models;
 pub mod sse;

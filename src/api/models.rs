@@ -5,7 +5,7 @@ use poem_openapi::{Enum, Object, Union};
 use crate::store::LogEntry;
 
 /// One log line, as the job runner wrote it. Fields missing in the store are empty strings.
-#[derive(Clone, Debug, PartialEq, Eq, Object)]
+#[derive(Clone, Debug, PartialEq, Eq, Object, serde::Serialize)]
 pub struct LogLine {
     /// Stream entry id `<ms>-<seq>`: unique, ordered, and the SSE `id` of the line's event.
     pub id: String,
@@ -32,7 +32,7 @@ impl From<LogEntry> for LogLine {
 }
 
 /// A page of history, oldest line first.
-#[derive(Clone, Debug, PartialEq, Eq, Object)]
+#[derive(Clone, Debug, PartialEq, Eq, Object, serde::Serialize)]
 pub struct HistoryPage {
     /// Lines strictly older than `before_id`, oldest first.
     pub lines: Vec<LogLine>,

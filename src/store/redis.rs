@@ -437,26 +437,49 @@ fn pairs(value: Value) -> StoreResult<Vec<(Value, Value)>> {
     }
 }
 
+/// A bulk string as an owned `String`, without copying when it is valid UTF-8.
+fn into_text(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => Some(
+            String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        ),
+        Value::SimpleString(s) => Some(s),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
 fn parse_entry(value: Value) -> StoreResult<LogEntry> {
     let Value::Array(parts) = value else {
         return Err(bad_reply("stream entry"));
     };
     let mut parts = parts.into_iter();
     let id = parse_id(&parts.next().ok_or_else(|| bad_reply("stream entry"))?)?;
+    let mut entry = LogEntry {
+        id,
+        ..LogEntry::default()
+    };
     let fields = match parts.next() {
-        Some(Value::Nil) | None => Vec::new(),
+        Some(Value::Nil) | None => return Ok(entry),
         Some(fields) => pairs(fields)?,
     };
-    let mut names = Vec::with_capacity(fields.len());
-    for (k, v) in fields {
-        if let (Some(k), Some(v)) = (text(&k), text(&v)) {
-            names.push((k, v));
+    for (name, value) in fields {
+        let slot = match &name {
+            Value::BulkString(n) => match n.as_slice() {
+                b"ts" => &mut entry.ts,
+                b"source" => &mut entry.source,
+                b"text" => &mut entry.text,
+                b"phase" => &mut entry.phase,
+                _ => continue,
+            },
+            _ => continue,
+        };
+        if let Some(text) = into_text(value) {
+            *slot = text;
         }
     }
-    Ok(LogEntry::from_fields(
-        id,
-        names.iter().map(|(k, v)| (k.as_str(), v.clone())),
-    ))
+    Ok(entry)
 }
 
 fn parse_entries(value: Value) -> StoreResult<Vec<LogEntry>> {
