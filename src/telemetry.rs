@@ -25,6 +25,21 @@ pub enum AuthFailureReason {
     no_key,
 }
 
+impl AuthFailureReason {
+    pub const ALL: [Self; 10] = [
+        Self::missing,
+        Self::malformed,
+        Self::bad_signature,
+        Self::bad_alg,
+        Self::unknown_kid,
+        Self::expired,
+        Self::not_yet_valid,
+        Self::wrong_issuer,
+        Self::wrong_party,
+        Self::no_key,
+    ];
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: AuthFailureReason,
@@ -66,22 +81,8 @@ impl Metrics {
         let slow_viewers_cut = Counter::default();
         let auth_failures = Family::<ReasonLabel, Counter>::default();
         // Every reason is exported from the start, at zero, so dashboards see the full set.
-        {
-            use AuthFailureReason::*;
-            for reason in [
-                missing,
-                malformed,
-                bad_signature,
-                bad_alg,
-                unknown_kid,
-                expired,
-                not_yet_valid,
-                wrong_issuer,
-                wrong_party,
-                no_key,
-            ] {
-                let _ = auth_failures.get_or_create(&ReasonLabel { reason });
-            }
+        for reason in AuthFailureReason::ALL {
+            let _ = auth_failures.get_or_create(&ReasonLabel { reason });
         }
         let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([

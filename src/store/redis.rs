@@ -65,17 +65,7 @@ impl RedisStore {
         what: &'static str,
         cmd: &redis::Cmd,
     ) -> StoreResult<T> {
-        let result = tokio::time::timeout(COMMAND_TIMEOUT, async {
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            cmd.query_async::<T>(&mut conn).await.map_err(map_err)
-        })
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Unavailable("command timed out".into())));
-        self.observe(what, result)
+        self.run(what, Request::Cmd(cmd)).await
     }
 
     async fn pipe<T: redis::FromRedisValue>(
@@ -83,16 +73,29 @@ impl RedisStore {
         what: &'static str,
         pipe: &redis::Pipeline,
     ) -> StoreResult<T> {
+        self.run(what, Request::Pipe(pipe)).await
+    }
+
+    /// Runs a command or pipeline on a pooled connection, within [`COMMAND_TIMEOUT`] all told.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        what: &'static str,
+        request: Request<'_>,
+    ) -> StoreResult<T> {
         let result = tokio::time::timeout(COMMAND_TIMEOUT, async {
             let mut conn = self
                 .pool
                 .get()
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            pipe.query_async::<T>(&mut conn).await.map_err(map_err)
+            match request {
+                Request::Cmd(cmd) => cmd.query_async::<T>(&mut conn).await,
+                Request::Pipe(pipe) => pipe.query_async::<T>(&mut conn).await,
+            }
+            .map_err(map_err)
         })
         .await
-        .unwrap_or_else(|_| Err(StoreError::Unavailable("pipeline timed out".into())));
+        .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("{what} timed out"))));
         self.observe(what, result)
     }
 
@@ -103,6 +106,11 @@ impl RedisStore {
         }
         result
     }
+}
+
+enum Request<'a> {
+    Cmd(&'a redis::Cmd),
+    Pipe(&'a redis::Pipeline),
 }
 
 fn map_err(err: redis::RedisError) -> StoreError {
