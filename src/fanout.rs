@@ -34,9 +34,12 @@ use crate::{
 };
 
 /// Batches a feed keeps for viewers that are momentarily behind; past it they catch up by id.
-const FEED_CAPACITY: usize = 256;
+/// With [`READ_COUNT`] this bounds a feed's memory to 16 × 200 rendered lines however many
+/// viewers stall: about 7 MB for a job spewing lines at the runner's 2,000-character cap, a few
+/// hundred KB for ordinary output.
+const FEED_CAPACITY: usize = 16;
 /// Most entries one read returns per stream.
-const READ_COUNT: usize = 1000;
+const READ_COUNT: usize = 200;
 /// How long one blocking read waits. Membership changes interrupt it, so this only bounds how
 /// long a dead connection can go unnoticed.
 const READ_BLOCK: Duration = Duration::from_secs(5);

@@ -39,7 +39,7 @@ use crate::{
 /// The `retry:` sent first (ms).
 pub const RETRY_MS: u32 = 3000;
 /// Entries per catch-up read from the store.
-const CATCH_UP_BATCH: usize = 500;
+const CATCH_UP_BATCH: usize = 100;
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 
 pub enum StreamOutcome {

@@ -245,3 +245,76 @@ async fn server_quiesce(server: &Instance) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_viewer_that_never_reads_does_not_grow_server_memory() {
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let server = Instance::start(&redis, &[("VIEWER_MAX_LAG", "1000")]).await;
+    let w = writer(&redis).await;
+    let job = unique_job();
+    w.create_job(&job, "user_a", "code").await.unwrap();
+
+    // Five clients that send a request and then never read a byte.
+    let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..5 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET /api/jobs/{job}/logs/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            token("user_a")
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        stalled.push(tcp);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.metric("buildlogs_open_streams").await < 5.0 {
+        assert!(Instant::now() < deadline, "streams opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Bursts of 30 MB of log text each: far more than socket buffers and the feed's ring. The
+    // first one fills every bounded buffer; after it, memory must plateau, however much follows.
+    let burst = |round: usize| {
+        let job = job.clone();
+        let redis_url = redis.url();
+        async move {
+            let text = "z".repeat(2000);
+            let client = redis::Client::open(redis_url).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            for chunk in 0..15 {
+                let mut pipe = redis::pipe();
+                for i in 0..1000 {
+                    pipe.cmd("XADD")
+                        .arg(job.logs_key())
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(50_000)
+                        .arg("*")
+                        .arg("ts")
+                        .arg("t")
+                        .arg("source")
+                        .arg("stdout")
+                        .arg("text")
+                        .arg(format!("{round}-{chunk}-{i} {text}"))
+                        .arg("phase")
+                        .arg("build")
+                        .ignore();
+                }
+                let _: () = pipe.query_async(&mut conn).await.unwrap();
+            }
+            // Let the server push what it will push.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    burst(0).await;
+    let rss_filled = server.rss_kb();
+    for round in 1..4 {
+        burst(round).await;
+    }
+    let rss_after = server.rss_kb();
+    assert!(
+        rss_after < rss_filled + 8 * 1024,
+        "memory plateaus with 5 stalled viewers and 90 MB more lines: {rss_filled} kB → {rss_after} kB"
+    );
+    drop(stalled);
+}
