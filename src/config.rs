@@ -119,7 +119,7 @@ pub struct Config {
     pub dev_job_every_secs: u64,
 
     /// With --dev: seconds each demo job writes output before turning `ready`.
-    #[arg(long, env = "DEV_DEMO_SECS", default_value_t = 40)]
+    #[arg(long, env = "DEV_DEMO_SECS", default_value_t = 50)]
     pub dev_demo_secs: u64,
 }
 
@@ -146,7 +146,7 @@ impl Default for Config {
             live_mode: LiveMode::Fanout,
             dev: false,
             dev_job_every_secs: 60,
-            dev_demo_secs: 40,
+            dev_demo_secs: 50,
         }
     }
 }
