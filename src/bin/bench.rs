@@ -33,7 +33,8 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks buildlogs against the contract's performance targets")]
 struct Args {
-    /// Scenarios, comma-separated: fanout, many, idle, history.
+    /// Scenarios, comma-separated: fanout, many, idle, history, and floor (a bare `XREAD` client,
+    /// no buildlogs: the latency floor of Redis itself on this machine).
     #[arg(
         long,
         value_delimiter = ',',
@@ -423,18 +424,14 @@ struct Row {
     extra: String,
 }
 
-async fn append(
-    conn: &mut redis::aio::MultiplexedConnection,
-    job: &str,
-    seq: u64,
-) -> anyhow::Result<()> {
-    let text = format!("seq={seq} t={}", now_nanos());
-    let _: String = redis::cmd("XADD")
-        .arg(format!("job:{job}:logs"))
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(50_000)
-        .arg("*")
+/// An `XADD` with the runner's four fields; `trim` adds the runner's `MAXLEN ~ 50000`.
+fn xadd(job: &str, text: String, trim: bool) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(format!("job:{job}:logs"));
+    if trim {
+        cmd.arg("MAXLEN").arg("~").arg(50_000);
+    }
+    cmd.arg("*")
         .arg("ts")
         .arg("2026-11-24T03:05:57.123456+00:00")
         .arg("source")
@@ -442,7 +439,17 @@ async fn append(
         .arg("text")
         .arg(text)
         .arg("phase")
-        .arg("build")
+        .arg("build");
+    cmd
+}
+
+/// Appends line `seq` of `job`, stamped with the time it is sent.
+async fn append(
+    conn: &mut redis::aio::MultiplexedConnection,
+    job: &str,
+    seq: u64,
+) -> anyhow::Result<()> {
+    let _: String = xadd(job, format!("seq={seq} t={}", now_nanos()), true)
         .query_async(conn)
         .await?;
     Ok(())
@@ -580,20 +587,7 @@ async fn live(
         let mut pipe = redis::pipe();
         let t = now_nanos();
         for job in &jobs {
-            pipe.cmd("XADD")
-                .arg(format!("job:{job}:logs"))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(50_000)
-                .arg("*")
-                .arg("ts")
-                .arg("2026-11-24T03:05:57.123456+00:00")
-                .arg("source")
-                .arg("stdout")
-                .arg("text")
-                .arg(format!("seq={seq} t={t}"))
-                .arg("phase")
-                .arg("build")
+            pipe.add_command(xadd(job, format!("seq={seq} t={t}"), true))
                 .ignore();
         }
         let _: () = pipe.query_async(&mut conn).await?;
@@ -794,21 +788,11 @@ async fn history(bin: &PathBuf, keys: &(String, Signer), secs: u64) -> anyhow::R
     for chunk in 0..100 {
         let mut pipe = redis::pipe();
         for i in 0..1000u64 {
-            pipe.cmd("XADD")
-                .arg("job:history:logs")
-                .arg("*")
-                .arg("ts")
-                .arg("2026-11-24T03:05:57.123456+00:00")
-                .arg("source")
-                .arg("stdout")
-                .arg("text")
-                .arg(format!(
-                    "line {} of the build output, about as long as a typical one",
-                    chunk * 1000 + i
-                ))
-                .arg("phase")
-                .arg("build")
-                .ignore();
+            let text = format!(
+                "line {} of the build output, about as long as a typical one",
+                chunk * 1000 + i
+            );
+            pipe.add_command(xadd("history", text, false)).ignore();
         }
         let _: () = pipe.query_async(&mut conn).await?;
     }
