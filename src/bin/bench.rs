@@ -756,6 +756,21 @@ async fn idle(args: &Args, bin: &PathBuf, keys: &(String, Signer)) -> anyhow::Re
     let cpu = (server.cpu_ticks() - cpu_before) as f64 / 100.0 / window.as_secs_f64();
     let rss = server.rss_kb();
     let (_, conns) = redis.stats().await?;
+    // SIGTERM with every stream open: how long until the process has exited.
+    let mut server = server;
+    let term = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()?;
+    let exited = loop {
+        if server.child.try_wait()?.is_some() {
+            break term.elapsed();
+        }
+        if term.elapsed() > Duration::from_secs(30) {
+            bail!("server still running 30 s after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     stop.cancel();
     for v in viewers {
         let _ = v.await;
@@ -775,7 +790,11 @@ async fn idle(args: &Args, bin: &PathBuf, keys: &(String, Signer)) -> anyhow::Re
         per_stream_kb: (rss.saturating_sub(rss_before)) as f64 / opened.max(1) as f64,
         reads_per_line: f64::NAN,
         redis_conns: conns,
-        extra: format!("server CPU {:.1}% of one core", cpu * 100.0),
+        extra: format!(
+            "server CPU {:.1}% of one core; SIGTERM to exit with all streams open: {:.2} s",
+            cpu * 100.0,
+            exited.as_secs_f64()
+        ),
     })
 }
 
