@@ -329,21 +329,7 @@ impl TestApp {
 
     /// Appends `n` stdout lines `line 0`…, returning their ids.
     pub async fn lines(&self, job: &JobId, n: usize) -> Vec<String> {
-        let mut ids = Vec::with_capacity(n);
-        for i in 0..n {
-            let id = self
-                .writer
-                .append(
-                    job,
-                    buildlogs::writer::Source::Stdout,
-                    "build",
-                    &format!("line {i}"),
-                )
-                .await
-                .unwrap();
-            ids.push(id.to_string());
-        }
-        ids
+        append_lines(&self.writer, job, n, "line ").await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -409,6 +395,30 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// Appends `n` stdout lines `{prefix}0`, `{prefix}1`, … through `writer`, returning their ids.
+pub async fn append_lines(writer: &LogWriter, job: &JobId, n: usize, prefix: &str) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let text = format!("{prefix}{i}");
+        let id = writer
+            .append(job, buildlogs::writer::Source::Stdout, "build", &text)
+            .await
+            .unwrap();
+        ids.push(id.to_string());
+    }
+    ids
+}
+
+/// The ids of a history page's lines, in order.
+pub fn page_ids(page: &Value) -> Vec<String> {
+    page["lines"]
+        .as_array()
+        .expect("a history page has lines")
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The value of an unlabelled metric (or the sum over its labels) in Prometheus text.

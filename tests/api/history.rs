@@ -79,12 +79,7 @@ async fn paging_visits_every_line_exactly_once() {
         let (status, body) = get(&app, &path, "user_a").await;
         assert_eq!(status, 200);
         pages += 1;
-        let page: Vec<String> = body["lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["id"].as_str().unwrap().to_owned())
-            .collect();
+        let page = page_ids(&body);
         assert!(page.len() <= 97);
         seen.splice(0..0, page.iter().cloned());
         if body["has_more"] == false {

@@ -59,13 +59,7 @@ async fn headers_retry_start_and_a_history_cursor_that_meets_it() {
         .json()
         .await
         .unwrap();
-    let page_ids: Vec<&str> = page["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(page_ids, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(page_ids(&page), ids);
 
     // And the stream then carries only new lines.
     app.lines(&job, 1).await;
@@ -331,17 +325,7 @@ async fn bad_last_event_id_is_400_invalid_cursor() {
 async fn reset_when_the_resume_point_was_trimmed() {
     let app = spawn_app().await;
     let job = app.job("user_a", "code").await;
-    let writer = app.writer.clone().with_maxlen(5);
-    let mut ids = Vec::new();
-    for i in 0..400 {
-        ids.push(
-            writer
-                .append(&job, Source::Stdout, "build", &format!("line {i}"))
-                .await
-                .unwrap()
-                .to_string(),
-        );
-    }
+    let ids = append_lines(&app.writer.clone().with_maxlen(5), &job, 400, "line ").await;
     let page: Value = app
         .http
         .get(app.url(&format!("/api/jobs/{job}/logs?limit=500")))
@@ -352,12 +336,7 @@ async fn reset_when_the_resume_point_was_trimmed() {
         .json()
         .await
         .unwrap();
-    let retained: Vec<String> = page["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["id"].as_str().unwrap().to_owned())
-        .collect();
+    let retained = page_ids(&page);
     assert!(retained.len() < 400);
 
     let mut sse = app.stream(&job, &token("user_a"), Some(&ids[10])).await;
@@ -456,16 +435,7 @@ async fn many_viewers_see_identical_sequences() {
     let writer = app.writer.clone();
     let j = job.clone();
     let producer = tokio::spawn(async move {
-        let mut ids = Vec::new();
-        for i in 0..500 {
-            ids.push(
-                writer
-                    .append(&j, Source::Stdout, "build", &format!("l{i}"))
-                    .await
-                    .unwrap()
-                    .to_string(),
-            );
-        }
+        let ids = append_lines(&writer, &j, 500, "l").await;
         writer.set_status(&j, "ready", "").await.unwrap();
         ids
     });

@@ -105,24 +105,6 @@ async fn writer(redis: &RedisServer) -> buildlogs::writer::LogWriter {
     buildlogs::writer::LogWriter::new(std::sync::Arc::new(store))
 }
 
-async fn append_n(w: &buildlogs::writer::LogWriter, job: &JobId, n: usize) -> Vec<String> {
-    let mut ids = Vec::new();
-    for i in 0..n {
-        ids.push(
-            w.append(
-                job,
-                buildlogs::writer::Source::Stdout,
-                "build",
-                &format!("l{i}"),
-            )
-            .await
-            .unwrap()
-            .to_string(),
-        );
-    }
-    ids
-}
-
 async fn log_ids(sse: &mut SseClient, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     while ids.len() < n {
@@ -147,7 +129,7 @@ async fn two_instances_failover_and_drain() {
     let start_a = on_a.start().await.id.unwrap();
     let start_b = on_b.start().await.id.unwrap();
     assert_eq!(start_a, start_b);
-    let first = append_n(&w, &job, 100).await;
+    let first = append_lines(&w, &job, 100, "l").await;
     let seen_a = log_ids(&mut on_a, 60).await;
     let seen_b = log_ids(&mut on_b, 100).await;
     assert_eq!(seen_b, first, "instance b: every line in order");
@@ -156,7 +138,7 @@ async fn two_instances_failover_and_drain() {
     // Instance a dies without a word; its viewer resumes on b where it left off.
     a.signal("-KILL");
     while on_a.next().await.is_some() {}
-    let second = append_n(&w, &job, 50).await;
+    let second = append_lines(&w, &job, 50, "l").await;
     let mut resumed = b.stream(&job, Some(seen_a.last().unwrap())).await;
     assert_eq!(resumed.status, 200);
     resumed.start().await;
