@@ -1,30 +1,33 @@
 //! The application: shared state, routes, and the server loop with graceful shutdown.
 //!
 //! [`App::build`] turns a [`Config`] into a ready app (store, verifier, fan-out hub);
-//! [`App::serve`] runs it on an acceptor until a shutdown future resolves, so tests start the
+//! [`App::serve`] runs it on a listener until a shutdown future resolves, so tests start the
 //! real app on port 0 and stop it when they like.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use poem::{
-    Endpoint, EndpointExt, IntoResponse, Response, Route, Server, get, handler,
+    Endpoint, EndpointExt, IntoResponse, Response, Route,
+    endpoint::ToDynEndpoint,
+    get, handler,
     http::{Method, StatusCode},
-    listener::{Acceptor, TcpAcceptor},
     middleware::Cors,
     web::{Data, Redirect},
 };
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     api,
     auth::{AuthContext, AuthSettings, Session, Verifier},
     config::Config,
-    conn::{Connections, WatchedAcceptor},
+    conn::Connections,
     error::ApiError,
     fanout::Hub,
     ids::JobId,
     limits::StreamLimits,
+    server,
     store::{Job, LogStore, memory::MemoryStore, redis::RedisStore},
     telemetry::{AuthFailureReason, Metrics, RequestMetrics},
 };
@@ -181,24 +184,27 @@ impl App {
     /// Serves until `signal` resolves, then ends every stream and stops within the grace period.
     pub async fn serve(
         self,
-        acceptor: TcpAcceptor,
+        listener: TcpListener,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let token = self.state.shutdown.clone();
-        let signal = async move {
+        let watcher = tokio::spawn(async move {
             signal.await;
             tracing::info!("shutting down: ending open streams");
             token.cancel();
-        };
-        let local = acceptor.local_addr();
-        if let Some(addr) = local.first().and_then(|a| a.as_socket_addr().copied()) {
+        });
+        if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, store = self.state.store.backend(), "buildlogs listening");
         }
-        let endpoint = self.endpoint();
-        let acceptor = WatchedAcceptor::new(acceptor, self.state.connections.clone());
-        let result = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(endpoint, signal, Some(SHUTDOWN_GRACE))
-            .await;
+        let result = server::run(
+            listener,
+            Arc::new(ToDynEndpoint(self.endpoint())),
+            self.state.connections.clone(),
+            self.state.shutdown.clone(),
+            SHUTDOWN_GRACE,
+        )
+        .await;
+        watcher.abort();
         self.state.shutdown.cancel();
         result
     }

@@ -1,11 +1,12 @@
-//! Connections: an acceptor that lets a stream notice its client has gone while it has nothing
-//! to write.
+//! Connections: the socket registry that lets a stream notice its client has gone while it has
+//! nothing to write, and the socket handle hyper serves each connection through.
 //!
-//! hyper only learns that an HTTP/1 peer went away when a write fails, so an idle SSE stream
-//! would hold its slot, its feed subscription and its memory until the next heartbeat. The
-//! [`WatchedAcceptor`] shares each accepted socket with a registry keyed by the peer address;
-//! a stream looks its socket up and waits for end-of-file alongside its other events, at no
-//! cost while the connection is quiet.
+//! hyper, as the server runs it (half-close allowed, so it never reads while a response is in
+//! flight: such a read would double its read buffer on every connection), learns that an HTTP/1
+//! peer went away only when a write fails. An idle SSE stream would then hold its slot, its feed
+//! subscription and its memory until the next heartbeat. The server registers each accepted
+//! socket here ([`Connections::watch`]) under its peer address; a stream looks its socket up and
+//! waits for end-of-file alongside its other events, at no cost while the connection is quiet.
 
 use std::{
     collections::HashMap,
@@ -17,11 +18,7 @@ use std::{
     time::Duration,
 };
 
-use poem::{
-    http::uri::Scheme,
-    listener::{Acceptor, TcpAcceptor},
-    web::{LocalAddr, RemoteAddr},
-};
+use poem::web::RemoteAddr;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
@@ -64,67 +61,66 @@ impl Connections {
     }
 }
 
-/// Accepts TCP connections and registers each socket in [`Connections`].
-pub struct WatchedAcceptor {
-    inner: TcpAcceptor,
-    connections: Connections,
-}
-
-impl WatchedAcceptor {
-    pub fn new(inner: TcpAcceptor, connections: Connections) -> Self {
-        Self { inner, connections }
-    }
-}
-
-impl Acceptor for WatchedAcceptor {
-    type Io = SharedTcp;
-
-    fn local_addr(&self) -> Vec<LocalAddr> {
-        self.inner.local_addr()
-    }
-
-    async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
-        let (stream, local, remote, scheme) = self.inner.accept().await?;
-        let _ = stream.set_nodelay(true);
+impl Connections {
+    /// Registers an accepted socket under its peer address and returns the handle the
+    /// connection task serves it through.
+    pub fn watch(&self, stream: TcpStream, peer: SocketAddr) -> SharedTcp {
         let stream = Arc::new(stream);
-        let peer = remote.as_socket_addr().copied();
-        if let Some(peer) = peer {
-            self.connections
-                .map
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(peer, Arc::downgrade(&stream));
-        }
-        let io = SharedTcp {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, Arc::downgrade(&stream));
+        SharedTcp {
             stream,
             peer,
-            connections: self.connections.clone(),
-        };
-        Ok((io, local, remote, scheme))
+            connections: self.clone(),
+        }
     }
 }
+
+/// The client connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A TCP stream that the connection task drives and a stream handler may watch.
 pub struct SharedTcp {
     stream: Arc<TcpStream>,
-    peer: Option<SocketAddr>,
+    peer: SocketAddr,
     connections: Connections,
+}
+
+impl SharedTcp {
+    /// Whether the client opens with the HTTP/2 preface, looked at without consuming it, so
+    /// hyper reads the request from the socket itself (a rewinding reader would double its
+    /// read buffer). `false` for anything else, including a client that closed at once.
+    pub async fn speaks_h2(&self) -> io::Result<bool> {
+        let mut head = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = self.stream.peek(&mut head).await?;
+            if n == 0 || head[..n] != H2_PREFACE[..n] {
+                return Ok(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Ok(true);
+            }
+            // Part of the preface so far: the socket stays readable, so wait a little
+            // instead of peeking in a tight loop. The caller bounds the whole wait.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 impl Drop for SharedTcp {
     fn drop(&mut self) {
-        if let Some(peer) = self.peer {
-            let mut map = self
-                .connections
-                .map
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if map
-                .get(&peer)
-                .is_some_and(|w| w.ptr_eq(&Arc::downgrade(&self.stream)))
-            {
-                map.remove(&peer);
-            }
+        let mut map = self
+            .connections
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&self.peer)
+            .is_some_and(|w| w.ptr_eq(&Arc::downgrade(&self.stream)))
+        {
+            map.remove(&self.peer);
         }
     }
 }
@@ -137,11 +133,10 @@ impl AsyncRead for SharedTcp {
     ) -> Poll<io::Result<()>> {
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
+            // Into the unfilled part as it is: zeroing hyper's 8 KB read buffer first would
+            // make every page of it resident on every connection.
+            match self.stream.try_read_buf(buf) {
+                Ok(_) => return Poll::Ready(Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }

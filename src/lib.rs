@@ -11,7 +11,8 @@
 //!   lines in the job runner's exact format.
 //! - [`error`]: every error code, its status and its problem+json body.
 //! - [`limits`], [`telemetry`], [`ids`]: stream caps, metrics and tracing, strict id parsing.
-//! - [`conn`]: lets an idle stream notice that its client has gone.
+//! - [`server`]: the connection loop (hyper under the poem endpoint) and its shutdown drain;
+//!   [`conn`] lets an idle stream notice that its client has gone.
 //! - [`dev`]: `serve --dev`, a throwaway key and a demo job for a local try-out.
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod fanout;
 pub mod ids;
 pub mod limits;
+pub mod server;
 pub mod store;
 pub mod stream;
 pub mod telemetry;

@@ -10,7 +10,7 @@ use buildlogs::{
     dev, telemetry,
 };
 use clap::Parser;
-use poem::listener::{Acceptor, Listener, TcpListener};
+use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -39,20 +39,15 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let acceptor = TcpListener::bind(config.listen_addr)
-        .into_acceptor()
+    let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-    let addr = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .unwrap_or(config.listen_addr);
+    let addr = listener.local_addr().unwrap_or(config.listen_addr);
     let app = App::build(config).await?;
     if let Some(kit) = kit {
         kit.start(app.state(), addr).await?;
     }
-    app.serve(acceptor, shutdown_signal()).await?;
+    app.serve(listener, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -19,7 +19,6 @@ use buildlogs::{
     writer::LogWriter,
 };
 use futures_util::{StreamExt, stream::BoxStream};
-use poem::listener::{Acceptor, Listener, TcpListener};
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -286,13 +285,10 @@ pub async fn spawn_with_config(config: Config, redis: Option<RedisServer>) -> Te
         .unwrap();
     let state = app.state().clone();
     let client_state = state.clone();
-    let acceptor = TcpListener::bind("127.0.0.1:0")
-        .into_acceptor()
-        .await
-        .unwrap();
-    let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.serve(acceptor, async move {
+    let server = tokio::spawn(app.serve(listener, async move {
         let _ = rx.await;
     }));
     TestApp {

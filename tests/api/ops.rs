@@ -206,3 +206,69 @@ async fn shutdown_ends_open_streams_cleanly_and_promptly() {
         assert!(sse.next_within(5).await.is_none(), "stream ended cleanly");
     }
 }
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_serves_history_and_streams() {
+    let app = spawn_app().await;
+    let job = app.job("user_a", "code").await;
+    append_lines(&app.writer, &job, 3, "old ").await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let page = h2
+        .get(app.url(&format!("/api/jobs/{job}/logs")))
+        .bearer_auth(token("user_a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.version(), reqwest::Version::HTTP_2);
+    assert_eq!(page.status(), 200);
+    let page: Value = page.json().await.unwrap();
+    assert_eq!(page_ids(&page).len(), 3);
+
+    // Two streams multiplexed on the one connection, both live.
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let resp = h2
+            .get(app.url(&format!("/api/jobs/{job}/logs/stream")))
+            .bearer_auth(token("user_a"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        let mut sse = SseClient::new(resp);
+        sse.start().await;
+        streams.push(sse);
+    }
+    let ids = append_lines(&app.writer, &job, 2, "new ").await;
+    for sse in &mut streams {
+        for id in &ids {
+            let ev = sse.next_non_heartbeat().await.expect("a line");
+            assert_eq!(ev.event, "log");
+            assert_eq!(ev.id.as_deref(), Some(id.as_str()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_too() {
+    let mut app = spawn_app().await;
+    // A raw HTTP/1.1 connection that makes one request and then sits idle, kept alive.
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let took = app.shutdown().await;
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    // The server closed its end rather than leaving the connection open.
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "connection closed");
+}
