@@ -127,23 +127,15 @@ impl LogsApi {
         session: Session,
         state: Data<&Arc<AppState>>,
         /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
-        job_id: Path<String>,
+        job_id: Path<JobId>,
         /// Exclusive upper bound: a stream id `<ms>-<seq>` (usually the previous page's `oldest_id`).
-        #[oai(validator(pattern = r"^[0-9]+-[0-9]+$"))]
-        before_id: Query<Option<String>>,
+        before_id: Query<Option<StreamId>>,
         /// Lines per page, 1-500 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
     ) -> HistoryResponse {
         let result = async {
-            let job = JobId::parse(&job_id).map_err(|_| ApiError::InvalidJobId)?;
-            let before = before_id
-                .0
-                .as_deref()
-                .map(str::parse::<StreamId>)
-                .transpose()
-                .map_err(|_| ApiError::InvalidCursor("before_id"))?;
+            let (job, before) = (job_id.0, before_id.0);
             let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
             if !(1..=MAX_LIMIT).contains(&limit) {
                 return Err(ApiError::InvalidLimit);
@@ -185,14 +177,13 @@ impl LogsApi {
         state: Data<&Arc<AppState>>,
         req: &poem::Request,
         /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
-        job_id: Path<String>,
+        job_id: Path<JobId>,
         /// Resume after this stream id `<ms>-<seq>` (browsers send it on reconnect). Empty is absent.
         #[oai(name = "Last-Event-ID")]
         last_event_id: Header<Option<String>>,
     ) -> StreamResponse {
         let result = async {
-            let job = JobId::parse(&job_id).map_err(|_| ApiError::InvalidJobId)?;
+            let job = job_id.0;
             let resume = match last_event_id.0.as_deref().map(str::trim) {
                 None | Some("") => None,
                 Some(raw) => Some(

@@ -6,6 +6,7 @@
 pub mod json;
 pub mod logs;
 pub mod models;
+pub mod params;
 pub mod sse;
 
 use poem_openapi::OpenApiService;
