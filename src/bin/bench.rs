@@ -33,8 +33,9 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks buildlogs against the contract's performance targets")]
 struct Args {
-    /// Scenarios, comma-separated: fanout, many, idle, history, and floor (a bare `XREAD` client,
-    /// no buildlogs: the latency floor of Redis itself on this machine).
+    /// Scenarios, comma-separated: fanout, many, idle, history; and two floors without buildlogs:
+    /// floor (a bare `XREAD` client: Redis's own latency) and sendfloor (a bare socket server
+    /// sending each line to `--viewers` connections: the machine's own fan-out latency).
     #[arg(
         long,
         value_delimiter = ',',
@@ -968,6 +969,110 @@ async fn floor(args: &Args) -> anyhow::Result<Row> {
     })
 }
 
+/// The machine's floor for fan-out: no HTTP stack, no Redis, no auth. A bare tokio server on a
+/// runtime of its own (two workers, as the service has) accepts the viewers, answers each with
+/// a chunked `200`, and sends every line to all of them through a broadcast channel, one task
+/// and one write per viewer per line. The same load generator reads them. Each line is stamped
+/// when it enters the channel, so unlike the service rows no Redis round trip is included.
+async fn send_floor(args: &Args) -> anyhow::Result<Row> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let viewers = args.viewers;
+    let rate = args.rate;
+    let total = rate * args.secs;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = std::thread::spawn(move || -> anyhow::Result<f64> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let (tx, _) = tokio::sync::broadcast::channel::<bytes::Bytes>(64);
+            let mut tasks = Vec::with_capacity(viewers);
+            for _ in 0..viewers {
+                let (mut sock, _) = listener.accept().await?;
+                sock.set_nodelay(true)?;
+                let mut rx = tx.subscribe();
+                tasks.push(tokio::spawn(async move {
+                    let mut head = [0u8; 4096];
+                    let _ = sock.read(&mut head).await;
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                    if sock.write_all(ok).await.is_err() {
+                        return;
+                    }
+                    while let Ok(frame) = rx.recv().await {
+                        if sock.write_all(&frame).await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+            let chunk = |body: String| {
+                bytes::Bytes::from(format!("{:x}\r\n{body}\r\n", body.len()))
+            };
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let started = Instant::now();
+            let mut interval = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+            for seq in 0..total {
+                interval.tick().await;
+                let body = format!("event: log\ndata: seq={seq} t={}\n\n", now_nanos());
+                let _ = tx.send(chunk(body));
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let _ = tx.send(chunk("event: done\ndata: {}\n\n".into()));
+            // Closing the channel ends each task once it has sent everything.
+            drop(tx);
+            for task in tasks {
+                let _ = task.await;
+            }
+            Ok(secs)
+        })
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let jobs = vec!["floor".to_owned()];
+    let (handles, opened) = open_viewers(&base, &jobs, viewers, "-", &stop).await;
+    let opened = opened.load(Ordering::Relaxed);
+    let cpu_before = own_cpu_ticks();
+    let results: Vec<Seen> = futures_util::future::join_all(handles)
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    let secs = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("floor server panicked"))??;
+    let cpu = (own_cpu_ticks() - cpu_before) as f64 / secs;
+    let mut latencies: Vec<u32> = results
+        .iter()
+        .flat_map(|s| s.latencies_us.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let complete = results
+        .iter()
+        .filter(|s| s.done && s.lines == total && s.out_of_order == 0)
+        .count();
+    let delivered: u64 = results.iter().map(|s| s.lines).sum();
+    Ok(Row {
+        scenario: "fanout".into(),
+        mode: "floor: bare sockets".into(),
+        load: format!(
+            "1 job × {viewers} viewers, {rate} lines/s, {}s ({opened} streams open)",
+            args.secs
+        ),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        delivered_per_s: delivered as f64 / secs,
+        complete: format!("{complete}/{viewers}"),
+        rss_mb: f64::NAN,
+        per_stream_kb: f64::NAN,
+        reads_per_line: f64::NAN,
+        redis_conns: 0,
+        extra: format!("CPU: floor server and load generator together {cpu:.0}% (of one core)"),
+    })
+}
+
 fn fmt(v: f64, digits: usize) -> String {
     if v.is_nan() {
         "-".into()
@@ -1018,6 +1123,10 @@ async fn main() -> anyhow::Result<()> {
             "floor" => {
                 eprintln!("running floor…");
                 rows.push(floor(&args).await?);
+            }
+            "sendfloor" => {
+                eprintln!("running sendfloor…");
+                rows.push(send_floor(&args).await?);
             }
             "idle" => {
                 eprintln!("running idle…");
