@@ -89,6 +89,12 @@ pub struct SharedTcp {
 }
 
 impl SharedTcp {
+    /// The socket itself, for writing a response that has left hyper
+    /// ([`crate::server::Detachable`]).
+    pub fn socket(&self) -> Arc<TcpStream> {
+        self.stream.clone()
+    }
+
     /// Whether the client opens with the HTTP/2 preface, looked at without consuming it, so
     /// hyper reads the request from the socket itself (a rewinding reader would double its
     /// read buffer). `false` for anything else, including a client that closed at once.

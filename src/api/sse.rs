@@ -15,6 +15,7 @@ use poem_openapi::{
 };
 
 use super::models::StreamEvent;
+use crate::server::Detachable;
 
 /// One SSE frame (`event:`, `id:`, `data:` lines and the blank line), ready for the wire.
 pub fn render(event: StreamEvent) -> Bytes {
@@ -41,8 +42,11 @@ impl Payload for SseFrames {
 
 impl IntoResponse for SseFrames {
     fn into_response(self) -> Response {
-        Response::builder()
+        let mut resp = Response::builder()
             .content_type(Self::CONTENT_TYPE)
-            .body(Body::from_bytes_stream(self.0.map(Ok::<_, std::io::Error>)))
+            .body(Body::from_bytes_stream(self.0.map(Ok::<_, std::io::Error>)));
+        // A stream lasts as long as its connection: let it leave hyper's buffers behind.
+        resp.extensions_mut().insert(Detachable);
+        resp
     }
 }

@@ -385,6 +385,34 @@ async fn view(
     seen
 }
 
+/// What all viewers of a live run saw, together.
+struct Tally {
+    /// Every line's append-to-receipt latency, sorted.
+    latencies: Vec<u32>,
+    /// Viewers that got every one of `total` lines, in order, then `done`.
+    complete: usize,
+    /// Lines received, over all viewers.
+    delivered: u64,
+}
+
+impl Tally {
+    fn of(results: &[Seen], total: u64) -> Self {
+        let mut latencies: Vec<u32> = results
+            .iter()
+            .flat_map(|s| s.latencies_us.iter().copied())
+            .collect();
+        latencies.sort_unstable();
+        Self {
+            latencies,
+            complete: results
+                .iter()
+                .filter(|s| s.done && s.lines == total && s.out_of_order == 0)
+                .count(),
+            delivered: results.iter().map(|s| s.lines).sum(),
+        }
+    }
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -621,16 +649,11 @@ async fn live(
             Vec::new()
         }
     };
-    let mut latencies: Vec<u32> = results
-        .iter()
-        .flat_map(|s| s.latencies_us.iter().copied())
-        .collect();
-    latencies.sort_unstable();
-    let complete = results
-        .iter()
-        .filter(|s| s.done && s.lines == total_lines && s.out_of_order == 0)
-        .count();
-    let delivered: u64 = results.iter().map(|s| s.lines).sum();
+    let Tally {
+        latencies,
+        complete,
+        delivered,
+    } = Tally::of(&results, total_lines);
     let lines_written = total_lines * jobs_n as u64;
     let mut extra =
         format!("CPU: server {server_cpu:.0}%, load generator {bench_cpu:.0}% (of one core)");
@@ -1044,16 +1067,11 @@ async fn send_floor(args: &Args) -> anyhow::Result<Row> {
         .join()
         .map_err(|_| anyhow::anyhow!("floor server panicked"))??;
     let cpu = (own_cpu_ticks() - cpu_before) as f64 / secs;
-    let mut latencies: Vec<u32> = results
-        .iter()
-        .flat_map(|s| s.latencies_us.iter().copied())
-        .collect();
-    latencies.sort_unstable();
-    let complete = results
-        .iter()
-        .filter(|s| s.done && s.lines == total && s.out_of_order == 0)
-        .count();
-    let delivered: u64 = results.iter().map(|s| s.lines).sum();
+    let Tally {
+        latencies,
+        complete,
+        delivered,
+    } = Tally::of(&results, total);
     Ok(Row {
         scenario: "fanout".into(),
         mode: "floor: bare sockets".into(),

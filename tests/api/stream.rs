@@ -490,3 +490,63 @@ async fn embedded_store_streams_resumes_and_resets_like_redis() {
     let (_, done) = sse.until_done().await;
     assert_eq!(done.unwrap().json()["status"], "ready");
 }
+
+#[tokio::test]
+async fn http1_stream_is_chunked_and_the_connection_closes_after_done() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let job = app.job("user_a", "ready").await;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // A plain request first: the connection is kept alive for the stream that follows.
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n\
+         GET /api/jobs/{job}/logs/stream HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n",
+        token("user_a")
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw))
+        .await
+        .expect("the server closes the connection after done")
+        .unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (health, stream) = raw.split_at(
+        raw.find("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream")
+            .expect(&raw),
+    );
+    assert!(
+        health.starts_with("HTTP/1.1 200 OK\r\n") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    let (head, body) = stream.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    for header in [
+        "transfer-encoding: chunked",
+        "connection: close",
+        "cache-control: no-cache",
+        "x-accel-buffering: no",
+        "date: ",
+    ] {
+        assert!(head.contains(header), "{header} in {head}");
+    }
+    // Chunked framing: size lines in hex, each chunk's bytes, then the last chunk.
+    let mut rest = body;
+    let mut events = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect(body);
+        let size = usize::from_str_radix(size, 16).expect(size);
+        if size == 0 {
+            assert_eq!(after, "\r\n", "nothing after the last chunk");
+            break;
+        }
+        events.push_str(&after[..size]);
+        assert_eq!(&after[size..size + 2], "\r\n");
+        rest = &after[size + 2..];
+    }
+    assert!(events.starts_with("retry: "), "{events}");
+    assert!(events.contains("event: start\n"), "{events}");
+    assert!(
+        events.ends_with("event: done\ndata: {\"status\":\"ready\"}\n\n"),
+        "{events}"
+    );
+}
