@@ -1,12 +1,14 @@
 //! The HTTP server: accepts TCP connections, serves each with hyper (HTTP/1.1, or HTTP/2 with
 //! prior knowledge) in front of the poem endpoint, and drains them at shutdown.
 //!
-//! poem's own `Server` serves through hyper-util's protocol-sniffing builder, which reads the
-//! first bytes into a rewinding wrapper; hyper's next read then finds its 8 KB buffer short and
-//! doubles it, on every connection. Here the protocol is sniffed with a non-consuming `peek`, and
-//! hyper never reads while a response is in flight (the [`crate::conn`] watcher notices a client
-//! leaving instead), so an idle stream's connection keeps one read and one write buffer, each
-//! resident only as far as it was written. The README's performance section has the numbers.
+//! Why not poem's own `Server`: an idle event stream must cost little memory, and hyper keeps
+//! an 8 KB read buffer and an 8 KB write buffer per HTTP/1 connection for as long as it serves
+//! it. So an event stream (a [`Detachable`] response) on HTTP/1.1 leaves hyper once the
+//! endpoint has produced it: the connection task drops hyper's connection and writes the head
+//! and the chunked body to the socket itself. Everything else (other responses, HTTP/2, HEAD,
+//! HTTP/1.0) stays with hyper. The protocol is sniffed with a non-consuming `peek` (a rewinding
+//! reader, as hyper-util's auto builder uses, would double hyper's read buffer), and hyper never
+//! reads while a response is in flight: the [`crate::conn`] watcher notices a client leaving.
 
 use std::{
     convert::Infallible,
