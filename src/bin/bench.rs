@@ -9,7 +9,9 @@
 //! Scenarios: `fanout` (1 job, 2,000 viewers, 50 lines/s), `many` (500 jobs × 2 viewers,
 //! 10 lines/s each, with history requests alongside), `idle` (10,000 streams on heartbeats),
 //! `history` (pages of 100 from a 100,000-line stream, 64 concurrent clients, against a bare
-//! Redis client doing the same reads). The live scenarios run once per `--modes` entry (`fanout`,
+//! Redis client doing the same reads); and two floors that run no buildlogs at all, `floor` (a
+//! bare `XREAD BLOCK` client) and `sendfloor` (a bare socket server fanning lines out to
+//! `--viewers` connections). The live scenarios run once per `--modes` entry (`fanout`,
 //! `naive`), so the shared-reader engine and the per-viewer design are measured side by side.
 //! Every line carries its append time; viewers record append-to-receipt latency and check that
 //! they saw every line, in order.
