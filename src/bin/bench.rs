@@ -2,7 +2,7 @@
 //! process and a real `redis-server`, both started here on free loopback ports.
 //!
 //! ```sh
-//! cargo build --release && ./target/release/buildlogs-bench            # everything, both modes
+//! cargo build --release && ./target/release/buildlogs-bench            # the §7 scenarios, both modes
 //! ./target/release/buildlogs-bench --scenarios fanout --secs 10         # one scenario, shorter
 //! ```
 //!
