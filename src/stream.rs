@@ -38,6 +38,11 @@ use crate::{
 
 /// The `retry:` sent first (ms).
 pub const RETRY_MS: u32 = 3000;
+/// The `retry:` sent right before a stream ends because its token expired (ms): a browser's
+/// EventSource is back at once with a fresh token, and its next stream's first `retry:`
+/// restores [`RETRY_MS`]. Other ends (shutdown above all) keep the longer wait, so that a fleet
+/// of clients does not reconnect all at once.
+pub const EXPIRY_RETRY_MS: u32 = 250;
 /// Entries per catch-up read from the store.
 const CATCH_UP_BATCH: usize = 100;
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
@@ -175,6 +180,7 @@ pub async fn open(
         last_sent: now,
         heartbeat_timer: Box::pin(tokio::time::sleep_until(now + heartbeat)),
         expires_at,
+        expired: false,
         ended,
         retry_at: None,
         backoff: Duration::from_millis(100),
@@ -246,6 +252,8 @@ struct Viewer {
     last_sent: Instant,
     heartbeat_timer: Pin<Box<Sleep>>,
     expires_at: Instant,
+    /// The short `retry:` of an expired token was sent: the stream is over.
+    expired: bool,
     /// Shutdown, token expiry or the client leaving.
     ended: Pin<Box<dyn Future<Output = ()> + Send>>,
     retry_at: Option<Instant>,
@@ -298,6 +306,16 @@ impl Viewer {
         }
     }
 
+    /// The token has expired: a short `retry:` the first time, then the end.
+    fn expire(&mut self) -> Option<Bytes> {
+        if std::mem::replace(&mut self.expired, true) {
+            return None;
+        }
+        Some(render(StreamEvent::Retry(RetryData {
+            retry_ms: EXPIRY_RETRY_MS,
+        })))
+    }
+
     fn store_failed(&mut self, err: StoreError) {
         tracing::debug!(job = %self.job, error = %err, "stream read failed; retrying");
         self.retry_at = Some(Instant::now() + self.backoff);
@@ -320,7 +338,7 @@ impl Viewer {
             // Checked before every frame, so a busy stream ends on time as surely as an idle one
             // (shutdown and a departed client are noticed at the next wait, between batches).
             if now >= self.expires_at {
-                return None;
+                return self.expire();
             }
             if let Some(frame) = self.queue.pop_front() {
                 self.last_sent = now;
@@ -403,6 +421,7 @@ impl Viewer {
                 }
             };
             match wake {
+                Wake::End if Instant::now() >= self.expires_at => return self.expire(),
                 Wake::End => return None,
                 Wake::Retry => {}
                 Wake::Heartbeat => {

@@ -204,6 +204,8 @@ async fn shutdown_ends_open_streams_cleanly_and_promptly() {
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
     for mut sse in streams {
         assert!(sse.next_within(5).await.is_none(), "stream ended cleanly");
+        // No short retry at shutdown: the stream's first `retry:` spreads the reconnections.
+        assert_eq!(sse.raw.matches("retry:").count(), 1, "{}", sse.raw);
     }
 }
 

@@ -267,18 +267,26 @@ async fn stream_ends_when_the_token_expires_even_when_busy() {
     });
     let started = std::time::Instant::now();
     let mut lines = 0;
+    let mut last = None;
     loop {
         match tokio::time::timeout(Duration::from_secs(6), sse.next())
             .await
             .expect("stream must end")
         {
             Some(ev) if ev.event == "log" => lines += 1,
-            Some(_) => {}
+            Some(ev) => last = Some(ev),
             None => break,
         }
     }
     busy.abort();
     assert!(lines > 10, "the stream was busy ({lines} lines)");
+    // Right before the cut, a short `retry:` brings a browser's EventSource back at once.
+    let retry = last.and_then(|ev| ev.retry);
+    assert!(
+        retry.is_some_and(|ms| ms <= 500),
+        "a short retry before the expiry cut: {retry:?}"
+    );
+    assert!(sse.raw.ends_with("\n\n"), "the cut is on a frame boundary");
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "ended within a second of expiry: {:?}",
