@@ -19,16 +19,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api,
-    auth::{AuthContext, AuthSettings, Session, Verifier},
+    api::{
+        self,
+        errors::{from_extractor, problem_response},
+    },
+    auth::{AuthContext, AuthSettings, Verifier},
     config::Config,
-    conn::Connections,
     error::ApiError,
-    fanout::Hub,
-    ids::JobId,
+    fanout::{Hub, hub::HubSettings},
     limits::StreamLimits,
     server,
-    store::{Job, LogStore, memory::MemoryStore, redis::RedisStore},
+    store::{LogStore, memory::MemoryStore, redis::RedisStore},
+    stream::{StreamContext, StreamSettings},
     telemetry::{AuthFailureReason, Metrics, RequestMetrics},
 };
 
@@ -37,25 +39,41 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 /// Everything a request handler can reach.
 pub struct AppState {
-    pub config: Config,
-    pub store: Arc<dyn LogStore>,
-    pub verifier: Verifier,
-    pub metrics: Arc<Metrics>,
-    pub hub: Hub,
-    pub limits: Arc<StreamLimits>,
-    /// Cancelled at shutdown: every stream ends, every background task stops.
-    pub shutdown: CancellationToken,
-    /// Sockets of open connections, so a stream notices its client leaving.
-    pub connections: Connections,
+    config: Config,
+    verifier: Verifier,
+    streams: Arc<StreamContext>,
 }
 
 impl AppState {
-    /// The job, if it exists and `session` owns it; otherwise 404, the same for both cases.
-    pub async fn authorize(&self, session: &Session, job: &JobId) -> Result<Job, ApiError> {
-        match self.store.job(job).await? {
-            Some(record) if record.user_id == session.user_id => Ok(record),
-            _ => Err(ApiError::JobNotFound),
-        }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &dyn LogStore {
+        &*self.streams.store
+    }
+
+    /// The store, shared (for the `--dev` demo writer).
+    pub fn shared_store(&self) -> Arc<dyn LogStore> {
+        self.streams.store.clone()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.streams.metrics
+    }
+
+    /// What a stream needs: store, hub, caps, metrics, settings.
+    pub fn streams(&self) -> &Arc<StreamContext> {
+        &self.streams
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.streams.hub
+    }
+
+    /// Cancelled at shutdown: every stream ends, every background task stops.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.streams.shutdown
     }
 }
 
@@ -65,7 +83,7 @@ impl AuthContext for AppState {
     }
 
     fn record_failure(&self, reason: AuthFailureReason) {
-        self.metrics.auth_failure(reason);
+        self.metrics().auth_failure(reason);
     }
 }
 
@@ -109,24 +127,32 @@ impl App {
         let shutdown = CancellationToken::new();
         let hub = Hub::start(
             store.clone(),
-            config.redis_live_readers,
-            Duration::from_secs(config.status_poll_secs),
+            HubSettings {
+                readers: config.redis_live_readers,
+                status_poll: Duration::from_secs(config.status_poll_secs),
+                max_lag: config.viewer_max_lag,
+            },
             metrics.clone(),
             shutdown.clone(),
         )
         .await?;
-        let state = Arc::new(AppState {
+        let streams = Arc::new(StreamContext {
+            store,
+            hub,
             limits: Arc::new(StreamLimits::new(
                 config.max_streams_per_user,
                 config.max_streams,
             )),
-            config,
-            store,
-            verifier,
             metrics,
-            hub,
             shutdown,
-            connections: Connections::default(),
+            settings: StreamSettings {
+                heartbeat: config.heartbeat(),
+            },
+        });
+        let state = Arc::new(AppState {
+            config,
+            verifier,
+            streams,
         });
         // Fetch the JWKS in the background: the service starts even when it is unreachable.
         let warm = state.clone();
@@ -172,10 +198,10 @@ impl App {
             .at("/metrics", get(metrics_text))
             .at("/", get(index))
             .with_if(cors.is_some(), cors.unwrap_or_default())
-            .catch_all_error(|err: poem::Error| async move {
-                ApiError::from_extractor(&err).into_poem_response()
-            })
-            .with(RequestMetrics(self.state.metrics.clone()))
+            .catch_all_error(
+                |err: poem::Error| async move { problem_response(&from_extractor(&err)) },
+            )
+            .with(RequestMetrics(self.state.metrics().clone()))
             .data(self.state.clone())
             .data(auth)
             .map_to_response()
@@ -187,25 +213,27 @@ impl App {
         listener: TcpListener,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let token = self.state.shutdown.clone();
+        let token = self.state.shutdown().clone();
         let watcher = tokio::spawn(async move {
             signal.await;
             tracing::info!("shutting down: ending open streams");
             token.cancel();
         });
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, store = self.state.store.backend(), "buildlogs listening");
+            tracing::info!(%addr, store = self.state.store().backend(), "buildlogs listening");
         }
         let result = server::run(
             listener,
             Arc::new(ToDynEndpoint(self.endpoint())),
-            self.state.connections.clone(),
-            self.state.shutdown.clone(),
+            server::Settings {
+                stall_limit: Duration::from_secs(self.state.config.stream_stall_secs),
+            },
+            self.state.shutdown().clone(),
             SHUTDOWN_GRACE,
         )
         .await;
         watcher.abort();
-        self.state.shutdown.cancel();
+        self.state.shutdown().cancel();
         result
     }
 }
@@ -227,14 +255,11 @@ fn healthz() -> &'static str {
 
 #[handler]
 async fn readyz(state: Data<&Arc<AppState>>) -> Response {
-    match state.store.ping().await {
+    match state.store().ping().await {
         Ok(()) => "ready\n".into_response(),
         Err(err) => {
             tracing::warn!(error = %err, "not ready: store unreachable");
-            let mut resp = ApiError::StoreUnavailable.into_poem_response();
-            resp.headers_mut()
-                .insert("Retry-After", crate::error::STORE_RETRY_AFTER_SECS.into());
-            resp
+            problem_response(&ApiError::StoreUnavailable)
         }
     }
 }
@@ -242,7 +267,7 @@ async fn readyz(state: Data<&Arc<AppState>>) -> Response {
 #[handler]
 fn metrics_text(state: Data<&Arc<AppState>>) -> impl IntoResponse {
     state
-        .metrics
+        .metrics()
         .render()
         .with_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .with_status(StatusCode::OK)

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,16 +24,6 @@ pub enum Command {
     Serve(Box<Config>),
     /// Print the OpenAPI document (the same as GET /openapi.json) and exit.
     Openapi,
-}
-
-/// How live lines reach stream viewers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum LiveMode {
-    /// One shared reader per job per instance fans lines out to every viewer (the default).
-    #[default]
-    Fanout,
-    /// Every viewer runs its own blocking read and status checks. For benchmarks only.
-    Naive,
 }
 
 /// Everything `buildlogs serve` can be told. Every flag has an environment variable.
@@ -105,9 +95,10 @@ pub struct Config {
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
 
-    /// How live lines are read: `fanout` (shared per-job readers) or `naive` (per viewer; benchmarks).
-    #[arg(long, env = "LIVE_MODE", value_enum, default_value_t = LiveMode::Fanout)]
-    pub live_mode: LiveMode,
+    /// A stream whose client reads nothing for this many seconds, while there is data to send,
+    /// is ended (the client resumes with `Last-Event-ID`).
+    #[arg(long, env = "STREAM_STALL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub stream_stall_secs: u64,
 
     /// Local try-out: throwaway signing key, a printed demo token, a demo job producing logs.
     /// Refuses to run with a Clerk key configured.
@@ -143,7 +134,7 @@ impl Default for Config {
             status_poll_secs: 2,
             viewer_max_lag: 20_000,
             cors_allowed_origins: Vec::new(),
-            live_mode: LiveMode::Fanout,
+            stream_stall_secs: 30,
             dev: false,
             dev_job_every_secs: 60,
             dev_demo_secs: 50,

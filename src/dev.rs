@@ -118,7 +118,7 @@ impl DevKit {
             addr.to_string()
         };
         let base = format!("http://{host}");
-        let writer = LogWriter::new(state.store.clone());
+        let writer = LogWriter::new(state.shared_store());
         let first = JobId::parse("demo-1").expect("valid literal");
         // Create the first job before printing, so the printed commands work at once.
         writer.create_job(&first, DEV_USER, "queued").await?;
@@ -137,7 +137,7 @@ impl DevKit {
             every = self.every.as_secs(),
         );
 
-        let shutdown = state.shutdown.clone();
+        let shutdown = state.shutdown().clone();
         let demo_secs = self.demo_secs;
         let every = self.every;
         tokio::spawn(async move {

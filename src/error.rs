@@ -1,91 +1,65 @@
-//! The one error vocabulary: every code the API can return, its HTTP status, and the
-//! `application/problem+json` body (RFC 9457) that carries it (contract §5).
+//! The one error vocabulary (contract §5): every code the API can return, with its HTTP status
+//! and title, in one table ([`error_codes!`] below), and [`ApiError`], the error every layer
+//! returns. The spec's `ErrorCode` enum, the statuses of the typed responses and the
+//! problem+json body ([`crate::wire::Problem`]) all come from that table.
 
 use poem::http::StatusCode;
-use poem_openapi::{Enum, Object};
 
-/// A stable, machine-readable error code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
-pub enum ErrorCode {
-    Unauthorized,
-    JobNotFound,
-    InvalidJobId,
-    InvalidCursor,
-    InvalidLimit,
-    TooManyStreams,
-    StoreUnavailable,
-    Internal,
-    NotFound,
-    MethodNotAllowed,
-    BadRequest,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Unauthorized => "unauthorized",
-            Self::JobNotFound => "job_not_found",
-            Self::InvalidJobId => "invalid_job_id",
-            Self::InvalidCursor => "invalid_cursor",
-            Self::InvalidLimit => "invalid_limit",
-            Self::TooManyStreams => "too_many_streams",
-            Self::StoreUnavailable => "store_unavailable",
-            Self::Internal => "internal",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::BadRequest => "bad_request",
+/// Declares [`ErrorCode`] from one table of `Variant = ("code", STATUS, "Title")` rows.
+macro_rules! error_codes {
+    ($($variant:ident = ($code:literal, $status:ident, $title:literal),)*) => {
+        /// A stable, machine-readable error code.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, poem_openapi::Enum)]
+        pub enum ErrorCode {
+            $(#[oai(rename = $code)] $variant,)*
         }
-    }
 
-    pub fn status(self) -> StatusCode {
-        match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::JobNotFound | Self::NotFound => StatusCode::NOT_FOUND,
-            Self::InvalidJobId | Self::InvalidCursor | Self::InvalidLimit | Self::BadRequest => {
-                StatusCode::BAD_REQUEST
+        impl ErrorCode {
+            /// Every code, in table order.
+            pub const ALL: &[Self] = &[$(Self::$variant,)*];
+
+            /// The code as it appears in the body's `code` and in `type` (`urn:buildlogs:error:<code>`).
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $code,)* }
             }
-            Self::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
-            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        }
-    }
 
-    fn title(self) -> &'static str {
-        match self {
-            Self::Unauthorized => "Authentication required",
-            Self::JobNotFound => "Job not found",
-            Self::InvalidJobId => "Invalid job id",
-            Self::InvalidCursor => "Invalid cursor",
-            Self::InvalidLimit => "Invalid limit",
-            Self::TooManyStreams => "Too many streams",
-            Self::StoreUnavailable => "Log store unavailable",
-            Self::Internal => "Internal server error",
-            Self::NotFound => "Not found",
-            Self::MethodNotAllowed => "Method not allowed",
-            Self::BadRequest => "Bad request",
+            pub fn status(self) -> StatusCode {
+                match self { $(Self::$variant => StatusCode::$status,)* }
+            }
+
+            /// A short summary of the kind of problem (the body's `title`).
+            pub fn title(self) -> &'static str {
+                match self { $(Self::$variant => $title,)* }
+            }
         }
+    };
+}
+
+error_codes! {
+    Unauthorized = ("unauthorized", UNAUTHORIZED, "Authentication required"),
+    JobNotFound = ("job_not_found", NOT_FOUND, "Job not found"),
+    InvalidJobId = ("invalid_job_id", BAD_REQUEST, "Invalid job id"),
+    InvalidCursor = ("invalid_cursor", BAD_REQUEST, "Invalid cursor"),
+    InvalidLimit = ("invalid_limit", BAD_REQUEST, "Invalid limit"),
+    TooManyStreams = ("too_many_streams", TOO_MANY_REQUESTS, "Too many streams"),
+    StoreUnavailable = ("store_unavailable", SERVICE_UNAVAILABLE, "Log store unavailable"),
+    Internal = ("internal", INTERNAL_SERVER_ERROR, "Internal server error"),
+    NotFound = ("not_found", NOT_FOUND, "Not found"),
+    MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed"),
+    BadRequest = ("bad_request", BAD_REQUEST, "Bad request"),
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
-/// An error body (RFC 9457 problem details) with a stable `code`.
-#[derive(Clone, Debug, PartialEq, Eq, Object)]
-pub struct Problem {
-    /// A URI naming the kind of problem: `urn:buildlogs:error:<code>`.
-    #[oai(rename = "type")]
-    pub ty: String,
-    /// A short summary of the kind of problem.
-    pub title: String,
-    /// The HTTP status code.
-    pub status: u16,
-    /// What went wrong with this request, for people.
-    pub detail: String,
-    /// What went wrong, for programs: match on this.
-    pub code: ErrorCode,
-}
+/// Seconds a client is asked to wait after a 503.
+pub const STORE_RETRY_AFTER_SECS: u64 = 2;
 
-/// Every error the API produces. Internal causes are logged where they happen, never shown.
+/// Every error the API produces; the message is the body's `detail`. Internal causes are
+/// logged where they happen, never shown.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     #[error(
@@ -114,9 +88,6 @@ pub enum ApiError {
     BadRequest,
 }
 
-/// Seconds a client is asked to wait after a 503.
-pub const STORE_RETRY_AFTER_SECS: u64 = 2;
-
 impl ApiError {
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -134,107 +105,15 @@ impl ApiError {
         }
     }
 
-    pub fn problem(&self) -> Problem {
-        let code = self.code();
-        Problem {
-            ty: format!("urn:buildlogs:error:{}", code.as_str()),
-            title: code.title().to_owned(),
-            status: code.status().as_u16(),
-            detail: self.to_string(),
-            code,
+    /// The `Retry-After` a response with this error carries, in seconds.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::TooManyStreams { retry_after_secs } => Some(*retry_after_secs),
+            Self::StoreUnavailable => Some(STORE_RETRY_AFTER_SECS),
+            _ => None,
         }
-    }
-
-    /// The error behind a request that failed before the handler ran: an extractor's parse
-    /// failure (mapped by parameter name) or a refused authentication.
-    pub fn from_extractor(err: &poem::Error) -> Self {
-        if let Some(api) = err.downcast_ref::<ApiError>() {
-            return api.clone();
-        }
-        if let Some(param) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
-            return match param.name {
-                "job_id" => Self::InvalidJobId,
-                "before_id" => Self::InvalidCursor("before_id"),
-                "Last-Event-ID" => Self::InvalidCursor("Last-Event-ID"),
-                "limit" => Self::InvalidLimit,
-                _ => {
-                    tracing::warn!(error = %err, "unmapped parameter error");
-                    Self::Internal
-                }
-            };
-        }
-        if err.is::<poem_openapi::error::AuthorizationError>() {
-            return Self::Unauthorized;
-        }
-        // A path that cannot be percent-decoded (`%FF`): our only path parameter is the job id.
-        if err.is::<poem::error::ParsePathError>()
-            || err.is::<poem_openapi::error::ParsePathError>()
-        {
-            return Self::InvalidJobId;
-        }
-        match err.status() {
-            StatusCode::NOT_FOUND => Self::NotFound,
-            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
-            status if status.is_client_error() => {
-                tracing::debug!(error = %err, %status, "unmapped client error");
-                Self::BadRequest
-            }
-            status => {
-                tracing::warn!(error = %err, %status, "unmapped request error");
-                Self::Internal
-            }
-        }
-    }
-
-    /// A plain poem response with the problem body, for errors outside typed operations.
-    pub fn into_poem_response(self) -> poem::Response {
-        let problem = self.problem();
-        let mut builder = poem::Response::builder()
-            .status(self.code().status())
-            .content_type("application/problem+json");
-        if self == Self::Unauthorized {
-            builder = builder.header("WWW-Authenticate", "Bearer");
-        }
-        let body = serde_json::json!({
-            "type": problem.ty, "title": problem.title, "status": problem.status,
-            "detail": problem.detail, "code": problem.code.as_str(),
-        });
-        builder.body(body.to_string())
     }
 }
-
-impl poem::error::ResponseError for ApiError {
-    fn status(&self) -> StatusCode {
-        self.code().status()
-    }
-
-    fn as_response(&self) -> poem::Response {
-        self.clone().into_poem_response()
-    }
-}
-
-/// Implements `From<ApiError>` for an operation's response enum, whose error variants are named
-/// `BadRequest`, `Unauthorized`, `NotFound`, `ServiceUnavailable`, `Internal`, and optionally
-/// `TooManyRequests`.
-macro_rules! impl_api_error_response {
-    ($resp:ident $(, $too_many:ident)?) => {
-        impl From<$crate::error::ApiError> for $resp {
-            fn from(err: $crate::error::ApiError) -> Self {
-                use $crate::error::ApiError as E;
-                let problem = poem_openapi::payload::Json(err.problem());
-                match err {
-                    E::Unauthorized => Self::Unauthorized(problem, "Bearer".to_owned()),
-                    E::JobNotFound | E::NotFound => Self::NotFound(problem),
-                    E::InvalidJobId | E::InvalidCursor(_) | E::InvalidLimit | E::BadRequest => Self::BadRequest(problem),
-                    E::StoreUnavailable => Self::ServiceUnavailable(problem, $crate::error::STORE_RETRY_AFTER_SECS),
-                    $(E::TooManyStreams { retry_after_secs } => Self::$too_many(problem, retry_after_secs),)?
-                    _ => Self::Internal(poem_openapi::payload::Json($crate::error::ApiError::Internal.problem())),
-                }
-            }
-        }
-    };
-}
-pub(crate) use impl_api_error_response;
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
@@ -245,5 +124,34 @@ impl From<crate::store::StoreError> for ApiError {
                 Self::Internal
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_errors_map_to_their_status() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "{} twice", code.as_str());
+            assert!(
+                code.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                code.as_str()
+            );
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+        }
+        assert_eq!(ApiError::JobNotFound.code().status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            ApiError::TooManyStreams {
+                retry_after_secs: 5
+            }
+            .retry_after_secs(),
+            Some(5)
+        );
     }
 }

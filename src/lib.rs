@@ -19,16 +19,17 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
-pub mod conn;
 pub mod dev;
 pub mod error;
 pub mod fanout;
+pub mod history;
 pub mod ids;
 pub mod limits;
 pub mod server;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod wire;
 pub mod writer;
 
 pub use app::{App, AppState};

@@ -33,7 +33,7 @@ impl<T: Serialize + Send> IntoResponse for FastJson<T> {
                 .body(body),
             Err(err) => {
                 tracing::error!(error = %err, "serialising a response failed");
-                crate::error::ApiError::Internal.into_poem_response()
+                super::errors::problem_response(&crate::error::ApiError::Internal)
             }
         }
     }

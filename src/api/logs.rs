@@ -10,16 +10,19 @@ use poem_openapi::{
 };
 
 use super::{
+    errors::{error_responses, from_extractor},
     json::FastJson,
-    models::{HistoryPage, LogLine},
     sse::SseFrames,
 };
 use crate::{
     app::AppState,
     auth::Session,
-    error::{ApiError, Problem, impl_api_error_response},
+    error::ApiError,
+    history,
     ids::{JobId, StreamId},
-    stream::{self, StreamOutcome},
+    store::job_owned_by,
+    stream::{self, Opened, Requester},
+    wire::{Problem, payload::HistoryPage},
 };
 
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -40,7 +43,12 @@ pub struct LogsApi;
 pub enum HistoryResponse {
     /// A page of lines, oldest first.
     #[oai(status = 200)]
-    Ok(FastJson<HistoryPage>),
+    Ok(
+        FastJson<HistoryPage>,
+        /// Always `no-store`: the page is private to the job's owner.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
     /// Malformed `job_id` (`invalid_job_id`), `before_id` (`invalid_cursor`) or `limit` (`invalid_limit`).
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<Problem>),
@@ -57,10 +65,10 @@ pub enum HistoryResponse {
     #[oai(status = 503, content_type = "application/problem+json")]
     ServiceUnavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
 }
-impl_api_error_response!(HistoryResponse);
+error_responses!(HistoryResponse);
 
 fn history_bad_request(err: poem::Error) -> HistoryResponse {
-    ApiError::from_extractor(&err).into()
+    from_extractor(&err).into()
 }
 
 /// Responses of the stream operation.
@@ -103,10 +111,10 @@ pub enum StreamResponse {
     #[oai(status = 503, content_type = "application/problem+json")]
     ServiceUnavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
 }
-impl_api_error_response!(StreamResponse, TooManyRequests);
+error_responses!(StreamResponse, TooManyRequests);
 
 fn stream_bad_request(err: poem::Error) -> StreamResponse {
-    ApiError::from_extractor(&err).into()
+    from_extractor(&err).into()
 }
 
 #[OpenApi(tag = "ApiTags::Logs")]
@@ -140,21 +148,13 @@ impl LogsApi {
             if !(1..=MAX_LIMIT).contains(&limit) {
                 return Err(ApiError::InvalidLimit);
             }
-            state.authorize(&session, &job).await?;
-            let limit = limit as usize;
-            let mut entries = state.store.range_before(&job, before, limit + 1).await?;
-            let has_more = entries.len() > limit;
-            entries.truncate(limit);
-            entries.reverse();
-            let oldest_id = entries.first().map(|e| e.id.to_string());
-            Ok(HistoryPage {
-                lines: entries.into_iter().map(LogLine::from).collect(),
-                has_more,
-                oldest_id,
-            })
+            job_owned_by(state.store(), &job, &session.user_id)
+                .await?
+                .ok_or(ApiError::JobNotFound)?;
+            Ok(history::page(state.store(), &job, before, limit as usize).await?)
         };
         match result.await {
-            Ok(page) => HistoryResponse::Ok(FastJson(page)),
+            Ok(page) => HistoryResponse::Ok(FastJson(page), "no-store".to_owned()),
             Err(err) => err.into(),
         }
     }
@@ -184,6 +184,16 @@ impl LogsApi {
     ) -> StreamResponse {
         let result = async {
             let job = job_id.0;
+            // A value that is not ASCII never reaches the typed header: it is malformed, not
+            // absent.
+            if req
+                .headers()
+                .get_all("last-event-id")
+                .iter()
+                .any(|v| v.to_str().is_err())
+            {
+                return Err(ApiError::InvalidCursor("Last-Event-ID"));
+            }
             let resume = match last_event_id.0.as_deref().map(str::trim) {
                 None | Some("") => None,
                 Some(raw) => Some(
@@ -191,14 +201,19 @@ impl LogsApi {
                         .map_err(|_| ApiError::InvalidCursor("Last-Event-ID"))?,
                 ),
             };
-            let client = state.connections.get(req.remote_addr());
-            stream::open((*state).clone(), session, job, resume, client).await
+            let requester = Requester {
+                user_id: session.user_id,
+                valid_until: session.valid_until,
+            };
+            stream::open(state.streams(), requester, job, resume).await
         };
         match result.await {
-            Ok(StreamOutcome::NoContent) => StreamResponse::NoContent,
-            Ok(StreamOutcome::Events(events)) => {
-                StreamResponse::Ok(SseFrames(events), "no-cache".to_owned(), "no".to_owned())
-            }
+            Ok(Opened::NoContent) => StreamResponse::NoContent,
+            Ok(Opened::Events(frames, ends)) => StreamResponse::Ok(
+                SseFrames(frames, ends),
+                "no-cache".to_owned(),
+                "no".to_owned(),
+            ),
             Err(err) => err.into(),
         }
     }

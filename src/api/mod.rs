@@ -1,11 +1,13 @@
-//! The HTTP API: typed operations (poem-openapi), their payloads, and the spec they publish.
+//! The HTTP API: the typed operations (poem-openapi) and the spec they publish. It speaks to
+//! the engine (`history`, `stream`) and the store trait, never to Redis or to sockets.
 //!
-//! `logs` holds the two operations; `models` their payloads. The document produced here is
-//! what `/openapi.json`, `buildlogs openapi` and the committed `openapi/openapi.json` contain.
+//! `logs` holds the two operations; their payloads are [`crate::wire::payload`]'s types.
+//! The document produced here is what `/openapi.json`, `buildlogs openapi` and the committed
+//! `openapi/openapi.json` contain.
 
+pub mod errors;
 pub mod json;
 pub mod logs;
-pub mod models;
 pub mod params;
 pub mod sse;
 

@@ -1,9 +1,6 @@
-//! The event-stream payload: frames rendered once and shared.
-//!
-//! poem-openapi's `EventStream` serialises every item for every viewer. A log line watched by
-//! 2,000 viewers is rendered once here (by the feed) and the same bytes go to every socket, so
-//! fan-out costs a reference-count increment per viewer, not a JSON encoding. The spec is the
-//! same as `EventStream<StreamEvent>`'s: an `text/event-stream` of [`StreamEvent`] items.
+//! The event-stream payload of the stream operation: frames rendered by the engine, with the
+//! [`StreamEnds`] the connection writing them needs. The spec is the same as poem-openapi's
+//! `EventStream<StreamEvent>`'s: a `text/event-stream` of [`StreamEvent`] items.
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream::BoxStream};
@@ -14,16 +11,10 @@ use poem_openapi::{
     types::Type,
 };
 
-use super::models::StreamEvent;
-use crate::server::Detachable;
-
-/// One SSE frame (`event:`, `id:`, `data:` lines and the blank line), ready for the wire.
-pub fn render(event: StreamEvent) -> Bytes {
-    Bytes::from(event.into_sse().to_string())
-}
+use crate::wire::{payload::StreamEvent, sse::StreamEnds};
 
 /// A stream of rendered [`StreamEvent`] frames.
-pub struct SseFrames(pub BoxStream<'static, Bytes>);
+pub struct SseFrames(pub BoxStream<'static, Bytes>, pub StreamEnds);
 
 impl Payload for SseFrames {
     const CONTENT_TYPE: &'static str = "text/event-stream";
@@ -45,8 +36,8 @@ impl IntoResponse for SseFrames {
         let mut resp = Response::builder()
             .content_type(Self::CONTENT_TYPE)
             .body(Body::from_bytes_stream(self.0.map(Ok::<_, std::io::Error>)));
-        // A stream lasts as long as its connection: let it leave hyper's buffers behind.
-        resp.extensions_mut().insert(Detachable);
+        // The connection writing the stream races its blocked writes against these.
+        resp.extensions_mut().insert(self.1);
         resp
     }
 }

@@ -33,6 +33,13 @@ struct State {
 }
 
 impl State {
+    fn job(&self, job: &JobId) -> Option<Job> {
+        self.jobs.get(job).map(|record| Job {
+            user_id: record.get("user_id").cloned().unwrap_or_default(),
+            status: JobStatus(record.get("status").cloned().unwrap_or_default()),
+        })
+    }
+
     /// The stream, unless missing or expired (an expired one is dropped, as Redis would).
     fn stream(&mut self, job: &JobId) -> Option<&MemStream> {
         let expired = self
@@ -117,25 +124,12 @@ impl LogStore for MemoryStore {
     }
 
     async fn job(&self, job: &JobId) -> StoreResult<Option<Job>> {
-        let state = self.lock();
-        Ok(state.jobs.get(job).map(|record| Job {
-            user_id: record.get("user_id").cloned().unwrap_or_default(),
-            status: JobStatus(record.get("status").cloned().unwrap_or_default()),
-        }))
+        Ok(self.lock().job(job))
     }
 
-    async fn statuses(&self, jobs: &[JobId]) -> StoreResult<Vec<Option<JobStatus>>> {
+    async fn jobs(&self, jobs: &[JobId]) -> StoreResult<Vec<Option<Job>>> {
         let state = self.lock();
-        Ok(jobs
-            .iter()
-            .map(|job| {
-                state
-                    .jobs
-                    .get(job)
-                    .and_then(|r| r.get("status").cloned())
-                    .map(JobStatus)
-            })
-            .collect())
+        Ok(jobs.iter().map(|job| state.job(job)).collect())
     }
 
     async fn stream_info(&self, job: &JobId) -> StoreResult<Option<StreamInfo>> {
@@ -143,6 +137,7 @@ impl LogStore for MemoryStore {
         Ok(state.stream(job).map(|s| StreamInfo {
             length: s.entries.len() as u64,
             first_id: s.entries.front().map(|e| e.id),
+            last_id: s.entries.back().map(|e| e.id),
             last_generated_id: s.last_generated,
             max_deleted_id: s.max_deleted,
             entries_added: s.entries_added,

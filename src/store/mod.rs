@@ -79,6 +79,8 @@ impl LogEntry {
 pub struct StreamInfo {
     pub length: u64,
     pub first_id: Option<StreamId>,
+    /// The newest retained entry (`last-entry`), if any.
+    pub last_id: Option<StreamId>,
     pub last_generated_id: StreamId,
     pub max_deleted_id: StreamId,
     pub entries_added: u64,
@@ -108,11 +110,11 @@ pub trait LogStore: Send + Sync + 'static {
     /// Whether the store answers at all (`/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 
-    /// The job record, or `None` when there is no such job.
+    /// The job record, or `None` when there is no such job (a key of another type included).
     async fn job(&self, job: &JobId) -> StoreResult<Option<Job>>;
 
-    /// The status of each job, in order; `None` where the record is missing.
-    async fn statuses(&self, jobs: &[JobId]) -> StoreResult<Vec<Option<JobStatus>>>;
+    /// The record of each job, in order; `None` where there is no such job.
+    async fn jobs(&self, jobs: &[JobId]) -> StoreResult<Vec<Option<Job>>>;
 
     /// Stream metadata, or `None` when the stream key does not exist.
     async fn stream_info(&self, job: &JobId) -> StoreResult<Option<StreamInfo>>;
@@ -154,6 +156,18 @@ pub trait LogStore: Send + Sync + 'static {
     /// Job ids whose status may have changed (a lossy hint; the record is the truth). The stream
     /// ends when the underlying subscription is lost.
     async fn status_hints(&self) -> StoreResult<BoxStream<'static, JobId>>;
+}
+
+/// The job, if it exists and `user` owns it.
+pub async fn job_owned_by(
+    store: &dyn LogStore,
+    job: &JobId,
+    user: &str,
+) -> StoreResult<Option<Job>> {
+    Ok(store
+        .job(job)
+        .await?
+        .filter(|record| record.user_id == user))
 }
 
 /// A blocking multi-stream reader (one `XREAD BLOCK` watching many streams).

@@ -100,11 +100,13 @@ impl RedisStore {
     }
 
     fn observe<T>(&self, what: &'static str, result: StoreResult<T>) -> StoreResult<T> {
-        if let Err(err) = &result {
-            self.metrics.redis_errors.inc();
-            tracing::warn!(command = what, error = %err, "redis command failed");
-        }
-        result
+        result.map_err(|err| self.observe_err(what, err))
+    }
+
+    fn observe_err(&self, what: &'static str, err: StoreError) -> StoreError {
+        self.metrics.redis_errors.inc();
+        tracing::warn!(command = what, error = %err, "redis command failed");
+        err
     }
 }
 
@@ -138,28 +140,37 @@ impl LogStore for RedisStore {
     }
 
     async fn job(&self, job: &JobId) -> StoreResult<Option<Job>> {
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(job.record_key()).arg("user_id").arg("status");
-        let (user_id, status): (Option<String>, Option<String>) = self.query("HMGET", &cmd).await?;
-        if user_id.is_none() && status.is_none() {
-            return Ok(None);
-        }
-        Ok(Some(Job {
-            user_id: user_id.unwrap_or_default(),
-            status: JobStatus(status.unwrap_or_default()),
-        }))
+        Ok(self.jobs(std::slice::from_ref(job)).await?.pop().flatten())
     }
 
-    async fn statuses(&self, jobs: &[JobId]) -> StoreResult<Vec<Option<JobStatus>>> {
+    async fn jobs(&self, jobs: &[JobId]) -> StoreResult<Vec<Option<Job>>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
+        // Per-command results: a `job:{id}` key of another type (WRONGTYPE) is no such job,
+        // not a failure of the whole lookup.
+        pipe.ignore_errors();
         for job in jobs {
-            pipe.cmd("HGET").arg(job.record_key()).arg("status");
+            pipe.cmd("HMGET")
+                .arg(job.record_key())
+                .arg("user_id")
+                .arg("status");
         }
-        let statuses: Vec<Option<String>> = self.pipe("HGET", &pipe).await?;
-        Ok(statuses.into_iter().map(|s| s.map(JobStatus)).collect())
+        let replies: Vec<redis::RedisResult<(Option<String>, Option<String>)>> =
+            self.pipe("HMGET", &pipe).await?;
+        replies
+            .into_iter()
+            .map(|reply| match reply {
+                Ok((None, None)) => Ok(None),
+                Ok((user_id, status)) => Ok(Some(Job {
+                    user_id: user_id.unwrap_or_default(),
+                    status: JobStatus(status.unwrap_or_default()),
+                })),
+                Err(err) if err.code() == Some("WRONGTYPE") => Ok(None),
+                Err(err) => Err(self.observe_err("HMGET", map_err(err))),
+            })
+            .collect()
     }
 
     async fn stream_info(&self, job: &JobId) -> StoreResult<Option<StreamInfo>> {
@@ -537,16 +548,20 @@ fn parse_stream_info(value: Value) -> StoreResult<StreamInfo> {
             "entries-added" => info.entries_added = int(&value)?,
             "last-generated-id" => info.last_generated_id = parse_id(&value)?,
             "max-deleted-entry-id" => info.max_deleted_id = parse_id(&value)?,
-            "first-entry" => {
-                info.first_id = match value {
-                    Value::Nil => None,
-                    entry => Some(parse_entry(entry)?.id),
-                }
-            }
+            "first-entry" => info.first_id = entry_id(value)?,
+            "last-entry" => info.last_id = entry_id(value)?,
             _ => {}
         }
     }
     Ok(info)
+}
+
+/// The id of an `XINFO STREAM` entry (`first-entry`, `last-entry`), nil for none.
+fn entry_id(value: Value) -> StoreResult<Option<StreamId>> {
+    match value {
+        Value::Nil => Ok(None),
+        entry => Ok(Some(parse_entry(entry)?.id)),
+    }
 }
 
 fn int(value: &Value) -> StoreResult<u64> {

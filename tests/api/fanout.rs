@@ -108,14 +108,14 @@ async fn connections_stay_bounded_with_200_streams_over_100_jobs() {
         assert_eq!(sse.next_non_heartbeat().await.unwrap().event, "log");
     }
     let clients = client_count(&app).await;
-    let bound = app.state.config.redis_pool_size + app.state.config.redis_live_readers + 1;
+    let bound = app.state.config().redis_pool_size + app.state.config().redis_live_readers + 1;
     assert!(
         clients <= bound,
         "{clients} Redis connections for 200 streams (bound {bound})"
     );
     drop(streams);
     app.await_metric("buildlogs_live_jobs", 0.0).await;
-    assert_eq!(app.state.hub.live_jobs(), 0, "every job's reader stopped");
+    assert_eq!(app.state.hub().live_jobs(), 0, "every job's reader stopped");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use buildlogs::{
     ids::{JobId, StreamId},
-    store::{JobStatus, LogStore},
+    store::{Job, JobStatus, LogStore},
     writer::{LogWriter, Source},
 };
 use futures_util::StreamExt;
@@ -53,9 +53,18 @@ async fn job_records(backend: Backend) {
     assert!(!record.status.is_terminal());
     writer.set_status(&job, "failed", "boom").await.unwrap();
     let other = unique_job();
-    let statuses = store.statuses(&[job.clone(), other]).await.unwrap();
-    assert_eq!(statuses, vec![Some(JobStatus("failed".into())), None]);
-    assert!(statuses[0].as_ref().unwrap().is_terminal());
+    let records = store.jobs(&[job.clone(), other]).await.unwrap();
+    assert_eq!(
+        records,
+        vec![
+            Some(Job {
+                user_id: "user_x".into(),
+                status: JobStatus("failed".into())
+            }),
+            None
+        ]
+    );
+    assert!(records[0].as_ref().unwrap().status.is_terminal());
 }
 
 async fn ids_grow_and_ranges_are_exclusive(backend: Backend) {

@@ -64,7 +64,7 @@ export async function fetchHistoryPage(
   if (result.error !== undefined || !result.response.ok || result.data === undefined) {
     throw await errorFromResponse(result.response, result.error ?? null);
   }
-  return result.data;
+  return { ...result.data, oldest_id: result.data.oldest_id ?? null };
 }
 
 /**
@@ -80,9 +80,8 @@ export async function* historyPages(
   for (;;) {
     const page = await fetchHistoryPage(api, jobId, { ...options, beforeId });
     yield page;
-    // The spec types `oldest_id` as an optional string; the server sends null on an empty page.
-    const oldest = page.oldest_id ?? undefined;
-    if (!page.has_more || oldest === undefined) return;
+    const oldest = page.oldest_id;
+    if (!page.has_more || oldest === null) return;
     beforeId = oldest;
   }
 }
@@ -154,9 +153,9 @@ export class HistoryPager {
       limit: this.#limit,
       signal,
     });
-    const oldest = page.oldest_id ?? undefined;
-    this.#hasMore = page.has_more && oldest !== undefined;
-    if (oldest !== undefined) this.#cursor = oldest;
+    const oldest = page.oldest_id;
+    this.#hasMore = page.has_more && oldest !== null;
+    if (oldest !== null) this.#cursor = oldest;
     return page.lines;
   }
 

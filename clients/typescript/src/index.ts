@@ -49,6 +49,7 @@ export type {
   paths,
   Problem,
   ResetData,
+  ResetReason,
   RetryData,
   StartData,
 } from "./types.js";

@@ -1,4 +1,4 @@
-import { createParser, type EventSourceMessage } from "eventsource-parser";
+import { createParser, type EventSourceMessage, type EventSourceParser } from "eventsource-parser";
 
 import {
   BuildlogsError,
@@ -9,6 +9,8 @@ import {
 } from "./errors.js";
 import { createApiClient, HistoryPager, type HistoryPagerOptions } from "./history.js";
 import { type ConnectionOptions, resolveFetch, sleep, trimBaseUrl } from "./http.js";
+import { compareStreamIds, nextStreamId } from "./ids.js";
+import { type TokenExpiry, tokenExpiry } from "./token.js";
 import type {
   DoneData,
   FinalStatus,
@@ -27,9 +29,10 @@ export type LogStreamEvent =
   | { type: "done"; data: DoneData };
 
 /**
- * Connection state. `connecting`: first attempt; `open`: the server accepted the stream;
- * `reconnecting`: waiting for or making another attempt after a failure or a drop;
- * `closed`: finished (done, 204, aborted or a final error).
+ * Connection state. `connecting`: first attempt; `open`: the server accepted the stream (and
+ * stays so while the client moves to a fresh token, see `renewBeforeExpiryMs`: that is not a
+ * reconnect anyone needs to see); `reconnecting`: waiting for or making another attempt after a
+ * failure or a drop; `closed`: finished (done, 204, aborted or a final error).
  */
 export type StreamStatus = "connecting" | "open" | "reconnecting" | "closed";
 
@@ -81,11 +84,28 @@ export interface JobLogEventsOptions extends ConnectionOptions {
   /** Silence that counts as a dead connection; default 2.5 x `heartbeatIntervalMs`. */
   livenessTimeoutMs?: number;
   backoff?: BackoffOptions;
+  /**
+   * The server ends a stream when its token expires. This long (ms) before the token's `exp` (read
+   * from the JWT, not verified), the client asks `getToken()` for a token that expires later, opens
+   * the next connection with it and `Last-Event-ID`, and once that one has answered with `start`,
+   * switches over and closes the old one: no line lost or repeated, no gap, no error, and the
+   * status stays `open`. While `getToken()` still returns a token that expires no later, it asks
+   * again every quarter of this margin (at least 250 ms, at most 1 s).
+   *
+   * Default: a quarter of the token's lifetime (`exp - iat`), at most 5000 ms; for Clerk's 60 s
+   * session tokens that is 5 s before `exp`, well inside the 15 s in which Clerk's `getToken()`
+   * hands out a new token, and before the server's leeway (5 s by default) runs out.
+   *
+   * `false`: never renew early. Tokens that are not JWTs or carry no `exp` are never renewed
+   * early either. Either way, a stream that ends because its token expired is resumed at once
+   * with a fresh token, without `onError`, backoff or a status change.
+   */
+  renewBeforeExpiryMs?: number | false;
   /** Connection state changes. */
   onStatusChange?: (status: StreamStatus) => void;
   /**
    * Every failure: transient ones (`willRetry: true`: drops, stalls, 429, 503, 5xx, network) and
-   * the final one (`willRetry: false`).
+   * the final one (`willRetry: false`). A token expiring is not a failure and is not reported.
    */
   onError?: (error: BuildlogsError, info: StreamErrorInfo) => void;
 }
@@ -95,6 +115,28 @@ const DEFAULT_INITIAL_DELAY_MS = 1_000;
 const DEFAULT_MAX_DELAY_MS = 30_000;
 /** The least wait after a 429 or 503 whose Retry-After could not be read. */
 const MIN_OVERLOAD_DELAY_MS = 2_000;
+/** Default renewal margin: this share of the token's lifetime... */
+const RENEW_FRACTION = 0.25;
+/** ...but never more than this before `exp`. */
+const MAX_RENEW_MARGIN_MS = 5_000;
+/** Bounds on the wait between renewal attempts while `getToken()` has nothing newer. */
+const MIN_RENEW_RETRY_MS = 250;
+const MAX_RENEW_RETRY_MS = 1_000;
+/** A connection is not replaced sooner than this after it opened (or half its token's time left). */
+const MIN_CONNECTION_MS = 1_000;
+/** Past `exp` by this much and the server has still not ended the stream: stop trying to renew. */
+const RENEW_GIVE_UP_MS = 60_000;
+/**
+ * A `retry:` of at most this many ms after `start` announces the end of the stream because its
+ * token expired (the contract's first `retry:` is 1000-15000 ms; the expiry one at most 500).
+ */
+const EXPIRY_RETRY_MAX_MS = 500;
+/** The wait before asking `getToken()` again after an expiry cut, when no short `retry:` came. */
+const DEFAULT_EXPIRY_RETRY_MS = 250;
+/** A clean end this close to the token's `exp` (client clock) counts as the expiry cut. */
+const EXPIRY_CLOCK_SLACK_MS = 1_000;
+/** After an expiry cut, how often to ask `getToken()` again while it returns the expired token. */
+const STALE_TOKEN_RETRIES = 3;
 
 class Stalled extends Error {}
 
@@ -133,37 +175,142 @@ function parseEvent(message: EventSourceMessage): LogStreamEvent | undefined {
     }
     case "heartbeat":
       return { type, data: data as HeartbeatData };
-    case "reset":
-      return { type, data: data as ResetData };
+    case "reset": {
+      const reset = data as ResetData;
+      return { type, data: { ...reset, oldest_id: reset.oldest_id ?? null } };
+    }
     case "done":
       return { type, data: data as DoneData };
   }
 }
 
-/** Races one read against the liveness timeout. */
-async function readWithin(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-  ms: number,
-): Promise<ReadableStreamReadResult<Uint8Array>> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      reader.read(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Stalled()), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
+type Pulled =
+  | { kind: "message"; message: EventSourceMessage }
+  | { kind: "end" }
+  /** {@link Connection.interrupt} was called while waiting for data. */
+  | { kind: "interrupted" };
+
+const INTERRUPTED = Symbol("interrupted");
+
+/**
+ * One stream request and its response body, read on demand (so a slow consumer slows the reads).
+ * Aborting the caller's signal closes it.
+ */
+class Connection {
+  readonly controller = new AbortController();
+  readonly openedAt = Date.now();
+  readonly expiry: TokenExpiry | undefined;
+  /** The short `retry:` sent after `start`: the server ends the stream next, its token expired. */
+  expiryRetryMs: number | undefined;
+  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #parser: EventSourceParser | undefined;
+  #livenessMs = 0;
+  readonly #decoder = new TextDecoder();
+  readonly #pending: EventSourceMessage[] = [];
+  /** A read that an interrupt left pending: the next wait takes it up, so no chunk is lost. */
+  #read: Promise<ReadableStreamReadResult<Uint8Array>> | undefined;
+  #wake: (() => void) | undefined;
+  #started = false;
+  #ended = false;
+  readonly #signal: AbortSignal | undefined;
+  readonly #onAbort = () => this.close();
+
+  constructor(
+    /** The token sent (`null`: none). */
+    readonly token: string | null,
+    /** The `Last-Event-ID` sent. */
+    readonly lastEventId: string | undefined,
+    signal: AbortSignal | undefined,
+  ) {
+    this.expiry = tokenExpiry(token);
+    this.#signal = signal;
+    signal?.addEventListener("abort", this.#onAbort, { once: true });
   }
+
+  /** Starts reading `body`; `onRetry` hears every `retry:` other than the expiry one. */
+  attach(body: ReadableStream<Uint8Array>, livenessMs: number, onRetry: (ms: number) => void): void {
+    this.#reader = body.getReader();
+    this.#livenessMs = livenessMs;
+    this.#parser = createParser({
+      onEvent: (message) => {
+        if (message.event === "start") this.#started = true;
+        this.#pending.push(message);
+      },
+      onRetry: (ms) => {
+        if (this.#started && ms <= EXPIRY_RETRY_MAX_MS) this.expiryRetryMs = ms;
+        else onRetry(ms);
+      },
+    });
+  }
+
+  /**
+   * The next message, or the end of the body. Throws on a broken connection, or one silent for
+   * the liveness timeout.
+   */
+  async next(): Promise<Pulled> {
+    for (;;) {
+      const message = this.#pending.shift();
+      if (message) return { kind: "message", message };
+      if (this.#ended || !this.#reader) return { kind: "end" };
+      const read = (this.#read ??= this.#reader.read());
+      const chunk = await this.#waitFor(read);
+      if (chunk === INTERRUPTED) return { kind: "interrupted" };
+      this.#read = undefined;
+      if (chunk.done) this.#ended = true;
+      else this.#parser!.feed(this.#decoder.decode(chunk.value, { stream: true }));
+    }
+  }
+
+  /** Makes a `next()` that is waiting for data return `interrupted` now. */
+  interrupt(): void {
+    this.#wake?.();
+  }
+
+  #waitFor<T>(read: Promise<T>): Promise<T | typeof INTERRUPTED> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return new Promise<T | typeof INTERRUPTED>((resolve, reject) => {
+      timer = setTimeout(() => reject(new Stalled()), this.#livenessMs);
+      this.#wake = () => resolve(INTERRUPTED);
+      read.then(resolve, reject);
+    }).finally(() => {
+      clearTimeout(timer);
+      this.#wake = undefined;
+    });
+  }
+
+  close(): void {
+    this.#signal?.removeEventListener("abort", this.#onAbort);
+    this.controller.abort();
+    this.#reader?.cancel().catch(() => undefined);
+  }
+}
+
+/** A fresh connection that has answered with `start`, ready to take over. */
+interface Renewed {
+  kind: "renewed";
+  connection: Connection;
+  start: Extract<LogStreamEvent, { type: "start" }>;
+}
+
+/** Renewal of one connection before its token expires. */
+interface Renewal {
+  /** Set once a fresh connection has sent `start` (the connection renewed is interrupted then). */
+  readonly result: Renewed | undefined;
+  /** The caller takes the fresh connection: `dispose` leaves it open. */
+  adopt(): void;
+  /** Stops renewing; closes a fresh connection nobody adopted. */
+  dispose(): void;
 }
 
 /**
  * Follows a job's log as an async iterator of typed events, reconnecting as needed:
  *
  * - every (re)connect calls `getToken()` for a fresh token;
- * - after a drop, a stall (no byte for `livenessTimeoutMs`) or a close before `done` (as when
- *   the token expires), it resumes with `Last-Event-ID`: no line lost, none repeated;
+ * - shortly before the token expires, it moves to a connection with a fresh token (see
+ *   `renewBeforeExpiryMs`); if the server ends the stream on expiry anyway, it resumes at once
+ *   with a fresh token: neither is an error;
+ * - after a drop, a stall (no byte for `livenessTimeoutMs`) or another close before `done` (as at
+ *   a server shutdown), it resumes with `Last-Event-ID`: no line lost, none repeated;
  * - retries back off exponentially with jitter; 429/503 wait at least `Retry-After`;
  * - it ends after `done` (yielded), on 204 and on abort (returning quietly);
  * - 401, 404, 400 and protocol errors are thrown at once as typed errors, never retried.
@@ -182,6 +329,7 @@ export async function* jobLogEvents(
   const maxDelay = backoff.maxDelayMs ?? DEFAULT_MAX_DELAY_MS;
   const factor = backoff.factor ?? 2;
   const maxRetries = backoff.maxRetries ?? Number.POSITIVE_INFINITY;
+  const renewMargin = options.renewBeforeExpiryMs;
 
   let lastEventId = options.lastEventId || undefined;
   let serverRetryMs: number | undefined;
@@ -197,116 +345,248 @@ export async function* jobLogEvents(
     setStatus("closed");
     return { reason: "aborted" };
   };
+  const reported = new WeakSet<BuildlogsError>();
   const fail = (error: BuildlogsError): never => {
     setStatus("closed");
+    reported.add(error);
     options.onError?.(error, { willRetry: false, attempt: failures });
     throw error;
   };
+  const getToken = async (): Promise<string | null> => {
+    try {
+      return (await options.getToken?.()) ?? null;
+    } catch (cause) {
+      throw new NetworkError("getToken() failed", { cause });
+    }
+  };
+
+  /**
+   * Sends the stream request of `connection` and attaches its body. False on 204 (nothing left
+   * after the `Last-Event-ID` of a finished job); throws a typed error for any other answer.
+   */
+  const open = async (connection: Connection): Promise<boolean> => {
+    const headers: Record<string, string> = { Accept: "text/event-stream" };
+    if (connection.token) headers.Authorization = `Bearer ${connection.token}`;
+    if (connection.lastEventId) headers["Last-Event-ID"] = connection.lastEventId;
+    // The liveness timeout covers waiting for the response headers too.
+    const headersTimer = setTimeout(() => connection.controller.abort(new Stalled()), livenessMs);
+    let response: Response;
+    try {
+      response = await doFetch(url, {
+        method: "GET",
+        headers,
+        signal: connection.controller.signal,
+        cache: "no-store",
+        ...(options.credentials ? { credentials: options.credentials } : {}),
+      });
+    } catch (error) {
+      if (connection.controller.signal.reason instanceof Stalled) throw new Stalled();
+      throw error;
+    } finally {
+      clearTimeout(headersTimer);
+    }
+    if (response.status === 204) return false;
+    if (!response.ok) throw await errorFromResponse(response);
+    const contentType = response.headers.get("Content-Type") ?? "";
+    if (!contentType.toLowerCase().startsWith("text/event-stream") || !response.body) {
+      await response.body?.cancel().catch(() => undefined);
+      throw new ProtocolError(`expected text/event-stream, got "${contentType}"`, {
+        status: response.status,
+      });
+    }
+    connection.attach(response.body, livenessMs, (ms) => {
+      serverRetryMs = ms;
+    });
+    return true;
+  };
+
+  /**
+   * Moves to a fresh token before `current`'s expires: from shortly before `exp`, asks
+   * `getToken()` for a token that expires later (again and again, spaced, while there is none),
+   * opens a connection with it and the last delivered id, and hands it over once it sent `start`.
+   * Failures here are not reported: the current connection goes on, and if the server ends it,
+   * the reconnect meets (and reports) whatever is really wrong.
+   */
+  const renew = (current: Connection): Renewal | undefined => {
+    const expiry = current.expiry;
+    if (renewMargin === false || !expiry) return undefined;
+    const left = expiry.expiresAt - current.openedAt;
+    const margin = Math.max(
+      0,
+      renewMargin ?? Math.min(MAX_RENEW_MARGIN_MS, (expiry.lifetimeMs ?? left) * RENEW_FRACTION),
+    );
+    const retryMs = Math.min(MAX_RENEW_RETRY_MS, Math.max(MIN_RENEW_RETRY_MS, margin / 4));
+    const giveUpAt = expiry.expiresAt + RENEW_GIVE_UP_MS;
+    let disposed = false;
+    let adopted = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let fresh: Connection | undefined;
+    let result: Renewed | undefined;
+    const schedule = (ms: number) => {
+      if (disposed || Date.now() + ms > giveUpAt) return;
+      timer = setTimeout(() => void attempt(), Math.max(0, ms));
+    };
+    const attempt = async (): Promise<void> => {
+      timer = undefined;
+      const after = lastEventId;
+      if (after === undefined) return schedule(retryMs); // no position yet: resuming could skip lines
+      let token: string | null;
+      try {
+        token = await getToken();
+      } catch {
+        return schedule(retryMs);
+      }
+      if (disposed) return;
+      const later = tokenExpiry(token);
+      if (!later || later.expiresAt <= expiry.expiresAt) return schedule(retryMs);
+      const connection = new Connection(token, after, signal);
+      fresh = connection;
+      try {
+        if (!(await open(connection))) {
+          // 204: the job is over and nothing is left after `after`; `done` is on its way.
+          connection.close();
+          return;
+        }
+        for (;;) {
+          const pulled = await connection.next();
+          if (disposed) return;
+          if (pulled.kind === "end") throw new NetworkError("the stream closed before start");
+          const event = parseEvent(pulled.message);
+          if (!event) continue;
+          if (event.type !== "start") throw new ProtocolError(`expected start, got "${event.type}"`);
+          result = { kind: "renewed", connection, start: event };
+          current.interrupt();
+          return;
+        }
+      } catch (error) {
+        connection.close();
+        if (disposed) return;
+        const failure = error instanceof Stalled ? new NetworkError("no answer") : toBuildlogsError(error, "renewal failed");
+        // A final answer to a fresh token (401, 404, ...) is left for the reconnect to report.
+        if (failure.retryable) schedule(Math.max(retryMs, failure.retryAfterMs ?? 0));
+      }
+    };
+    const earliest = current.openedAt + Math.min(MIN_CONNECTION_MS, left / 2);
+    schedule(Math.max(expiry.expiresAt - margin, earliest) - Date.now());
+    return {
+      get result() {
+        return result;
+      },
+      adopt: () => {
+        adopted = true;
+      },
+      dispose: () => {
+        disposed = true;
+        clearTimeout(timer);
+        if (!adopted) fresh?.close();
+      },
+    };
+  };
+
+  /** Set when the last connection ended because its token expired: resume at once. */
+  let expiredCut: { token: string | null; retryMs: number } | undefined;
 
   setStatus("connecting");
   for (;;) {
     if (signal?.aborted) return aborted();
-    const connection = new AbortController();
-    const onAbort = () => connection.abort(signal?.reason);
-    signal?.addEventListener("abort", onAbort, { once: true });
+    let connection: Connection | undefined;
+    let renewal: Renewal | undefined;
     let failure: BuildlogsError;
     try {
-      let token: string | null;
-      try {
-        token = (await options.getToken?.()) ?? null;
-      } catch (cause) {
-        throw new NetworkError("getToken() failed", { cause });
+      let token = await getToken();
+      if (expiredCut) {
+        // Not the expired token again (a token cache may hand it out a moment longer): ask again
+        // after the server's short retry, a few times, then let the server judge.
+        const cut = expiredCut;
+        expiredCut = undefined;
+        for (let i = 0; i < STALE_TOKEN_RETRIES && token !== null; i++) {
+          const expiry = tokenExpiry(token);
+          if (token !== cut.token && !(expiry && expiry.expiresAt <= Date.now())) break;
+          if (!(await sleep(cut.retryMs * 2 ** i, signal))) return aborted();
+          token = await getToken();
+        }
       }
       if (signal?.aborted) return aborted();
-      const headers: Record<string, string> = { Accept: "text/event-stream" };
-      if (token) headers.Authorization = `Bearer ${token}`;
-      if (lastEventId) headers["Last-Event-ID"] = lastEventId;
-
-      // The liveness timeout covers waiting for the response headers too.
-      const headersTimer = setTimeout(() => connection.abort(new Stalled()), livenessMs);
-      let response: Response;
-      try {
-        response = await doFetch(url, {
-          method: "GET",
-          headers,
-          signal: connection.signal,
-          cache: "no-store",
-          ...(options.credentials ? { credentials: options.credentials } : {}),
-        });
-      } finally {
-        clearTimeout(headersTimer);
-      }
-
-      if (response.status === 204) {
+      connection = new Connection(token, lastEventId, signal);
+      if (!(await open(connection))) {
         setStatus("closed");
         return { reason: "ended" };
       }
-      if (!response.ok) {
-        const error = await errorFromResponse(response);
-        if (!error.retryable) return fail(error);
-        throw error;
-      }
-      const contentType = response.headers.get("Content-Type") ?? "";
-      if (!contentType.toLowerCase().startsWith("text/event-stream") || !response.body) {
-        await response.body?.cancel().catch(() => undefined);
-        return fail(
-          new ProtocolError(`expected text/event-stream, got "${contentType}"`, {
-            status: response.status,
-          }),
-        );
-      }
       setStatus("open");
+      renewal = renew(connection);
 
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      const pending: EventSourceMessage[] = [];
-      const parser = createParser({
-        onEvent: (message) => pending.push(message),
-        onRetry: (ms) => {
-          serverRetryMs = ms;
-        },
-      });
-      try {
-        for (;;) {
-          const chunk = await readWithin(reader, livenessMs);
-          if (chunk.done) break;
-          parser.feed(decoder.decode(chunk.value, { stream: true }));
-          while (pending.length > 0) {
-            const message = pending.shift()!;
-            let event: LogStreamEvent | undefined;
-            try {
-              event = parseEvent(message);
-            } catch (error) {
-              return fail(toBuildlogsError(error, "bad event"));
-            }
-            if (!event) continue;
-            if (signal?.aborted) return aborted();
-            if (event.type === "start" || event.type === "log") lastEventId = event.id;
-            failures = 0; // the connection delivered: the next failure starts the backoff anew
-            yield event;
-            if (event.type === "done") {
-              setStatus("closed");
-              return { reason: "done", status: event.data.status };
-            }
+      for (;;) {
+        // A fresh connection that is ready wins over a buffered line: the fresh one sends it too.
+        const pulled: Pulled | Renewed = renewal?.result ?? (await connection.next());
+        if (signal?.aborted) return aborted();
+        if (pulled.kind === "end") break;
+        if (pulled.kind === "interrupted") continue;
+        if (pulled.kind === "renewed") {
+          // Switch over: the old connection's unread lines come again on the new one.
+          renewal?.adopt();
+          renewal?.dispose();
+          connection.close();
+          connection = pulled.connection;
+          renewal = renew(connection);
+          const { start } = pulled;
+          let event: LogStreamEvent = start;
+          const resumed = start.id === connection.lastEventId;
+          if (resumed && lastEventId !== undefined && (compareStreamIds(lastEventId, start.id) ?? 0) > 0) {
+            // Lines up to lastEventId were delivered meanwhile: this stream goes on after them.
+            event = {
+              type: "start",
+              id: lastEventId,
+              data: { ...start.data, history_cursor: nextStreamId(lastEventId) ?? start.data.history_cursor },
+            };
+          } else {
+            lastEventId = start.id; // the server starts over (e.g. an unknown position)
           }
+          failures = 0;
+          yield event;
+          continue;
         }
-      } finally {
-        reader.cancel().catch(() => undefined);
+        let event: LogStreamEvent | undefined;
+        try {
+          event = parseEvent(pulled.message);
+        } catch (error) {
+          return fail(toBuildlogsError(error, "bad event"));
+        }
+        if (!event) continue;
+        if (event.type === "log" && lastEventId !== undefined && (compareStreamIds(event.id, lastEventId) ?? 1) <= 0) {
+          continue; // already delivered by the connection this one replaced
+        }
+        if (event.type === "start" || event.type === "log") lastEventId = event.id;
+        failures = 0; // the connection delivered: the next failure starts the backoff anew
+        yield event;
+        if (event.type === "done") {
+          setStatus("closed");
+          return { reason: "done", status: event.data.status };
+        }
       }
-      // A clean close before `done`: token expiry, a server shutdown, a proxy timeout.
+      // A clean close before `done`. The token's expiry is routine: resume at once, unreported.
+      const expiry = connection.expiry;
+      if (
+        connection.expiryRetryMs !== undefined ||
+        (expiry !== undefined && Date.now() >= expiry.expiresAt - EXPIRY_CLOCK_SLACK_MS)
+      ) {
+        expiredCut = { token: connection.token, retryMs: connection.expiryRetryMs ?? DEFAULT_EXPIRY_RETRY_MS };
+        continue;
+      }
+      // Anything else (a server shutdown, a proxy timeout) waits the server's retry, as a drop does.
       failure = new NetworkError("the stream closed before done");
     } catch (error) {
       if (signal?.aborted) return aborted();
-      // Final errors were already reported by fail(): let them out.
-      if (error instanceof BuildlogsError && !error.retryable) throw error;
-      if (error instanceof Stalled || connection.signal.reason instanceof Stalled) {
-        failure = new NetworkError(`no data for ${livenessMs} ms: the connection is presumed dead`);
-      } else {
-        failure = toBuildlogsError(error, "stream request failed");
+      if (error instanceof BuildlogsError && !error.retryable) {
+        if (reported.has(error)) throw error; // already reported by fail()
+        return fail(error);
       }
+      failure =
+        error instanceof Stalled
+          ? new NetworkError(`no data for ${livenessMs} ms: the connection is presumed dead`)
+          : toBuildlogsError(error, "stream request failed");
     } finally {
-      signal?.removeEventListener("abort", onAbort);
-      connection.abort();
+      renewal?.dispose();
+      connection?.close();
     }
 
     failures += 1;

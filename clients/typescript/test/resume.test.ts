@@ -25,7 +25,15 @@ afterAll(async () => {
  */
 async function survives(
   breakIt: () => void,
-  options: { total?: number; heartbeatIntervalMs?: number; baseUrl?: string; getToken?: () => Promise<string> } = {},
+  options: {
+    total?: number;
+    heartbeatIntervalMs?: number;
+    baseUrl?: string;
+    getToken?: () => Promise<string>;
+    renewBeforeExpiryMs?: false;
+    /** Whether the break is a failure the client reports (default true; a token expiry is not). */
+    reported?: boolean;
+  } = {},
 ) {
   const total = options.total ?? 80;
   const breakAt = 20;
@@ -46,6 +54,7 @@ async function survives(
     },
     heartbeatIntervalMs: options.heartbeatIntervalMs ?? 20_000,
     backoff: { initialDelayMs: 100 },
+    ...(options.renewBeforeExpiryMs === false ? { renewBeforeExpiryMs: false } : {}),
     onLog: (line) => {
       live.push(line);
       if (live.length === breakAt && !broken) {
@@ -71,7 +80,8 @@ async function survives(
   expect(history.map((l) => l.text)).toEqual(Array.from({ length: 15 }, (_, i) => `earlier ${i + 1}`));
   expect(live.map((l) => l.text)).toEqual(Array.from({ length: total }, (_, i) => `live ${i + 1}`));
   expect([...history, ...live].map((l) => l.id)).toEqual(all);
-  expect(errors.length).toBeGreaterThanOrEqual(1);
+  if (options.reported ?? true) expect(errors.length).toBeGreaterThanOrEqual(1);
+  else expect(errors).toEqual([]);
   expect(errors.every((e) => e.info.willRetry)).toBe(true);
   expect(streamTokenCalls).toBe(streamRequests.length || errors.length + 1); // a fresh token per connect
   expect(streamTokenCalls).toBeGreaterThanOrEqual(2);
@@ -87,10 +97,15 @@ describe("resume", () => {
     expect(errors[0]!.error.kind).toBe("network");
   });
 
-  it("after the server closes the stream before done (as on token expiry)", async () => {
-    const { requests, idBeforeBreak } = await survives(() => proxy.endCleanly());
+  it("after the server closes the stream before done for another reason than expiry (as on shutdown)", async () => {
+    // The token is good for 10 minutes and no short retry came: honour the server's retry, report it.
+    const { requests, idBeforeBreak, errors } = await survives(() => proxy.endCleanly());
     expect(requests).toHaveLength(2);
     expect(requests[1]!.headers["last-event-id"]).toBe(idBeforeBreak);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]!.error.message).toMatch(/closed before done/);
+    expect(errors[0]!.info.delayMs).toBeGreaterThanOrEqual(50); // backoff (initialDelayMs 100, jitter)
+    expect(requests[1]!.at - requests[0]!.at).toBeGreaterThanOrEqual(errors[0]!.info.delayMs!);
   });
 
   it("after a stall: heartbeat liveness replaces a silent connection", async () => {
@@ -101,13 +116,14 @@ describe("resume", () => {
     expect(Date.now() - started).toBeLessThan(15_000);
   });
 
-  it("across a real token expiry: the server ends the stream, a fresh token resumes it", async () => {
+  it("across a real token expiry: a fresh token takes over before the first one expires, unreported", async () => {
     const tokens: string[] = [];
-    const { errors, tokenCalls } = await survives(() => undefined, {
-      baseUrl: stack.baseUrl, // straight to the server
+    const { tokenCalls, requests } = await survives(() => undefined, {
+      baseUrl: proxy.baseUrl,
       total: 400, // ~4-5 s of output at 10 ms a line, well past the first token's expiry
+      reported: false,
       getToken: async () => {
-        // The first token expires in 2 s; the next ones are good for long.
+        // The first token expires in 1-2 s; the next ones are good for long.
         const token = tokens.length === 0 ? stack.token(undefined, { ttlSecs: 2 }) : stack.token();
         tokens.push(token);
         return token;
@@ -115,8 +131,29 @@ describe("resume", () => {
     });
     expect(tokenCalls).toBe(2);
     expect(new Set(tokens.slice(0, 2)).size).toBe(2); // later ones are the pager's
-    expect(errors).toHaveLength(1);
-    expect(errors[0]!.error.message).toMatch(/closed before done/);
+    expect(requests).toHaveLength(2);
+    expect(requests[1]!.headers.authorization).toBe(`Bearer ${tokens[1]}`);
+    expect(requests[1]!.headers["last-event-id"]).toMatch(/^\d+-\d+$/);
+  });
+
+  it("across a real token expiry without renewal: the server ends the stream, a fresh token resumes it at once", async () => {
+    const tokens: string[] = [];
+    const { tokenCalls, requests } = await survives(() => undefined, {
+      baseUrl: proxy.baseUrl,
+      total: 400,
+      reported: false,
+      renewBeforeExpiryMs: false,
+      getToken: async () => {
+        const token = tokens.length === 0 ? stack.token(undefined, { ttlSecs: 2 }) : stack.token();
+        tokens.push(token);
+        return token;
+      },
+    });
+    expect(tokenCalls).toBe(2);
+    expect(requests).toHaveLength(2);
+    const exp = JSON.parse(Buffer.from(tokens[0]!.split(".")[1]!, "base64url").toString()).exp * 1000;
+    expect(requests[1]!.at).toBeGreaterThanOrEqual(exp - 50); // the server's cut, not a renewal
+    expect(requests[1]!.at - exp).toBeLessThan(1000); // and no backoff after it
   });
 
   it("reset: a resume point that was trimmed away is reported, then every retained line follows", async () => {

@@ -29,10 +29,17 @@ export interface BuildlogsServer {
   stop(): Promise<void>;
 }
 
-/** Starts `buildlogs serve` on a free port with `env` on top of a minimal environment. */
-export async function startServer(env: Record<string, string>, args: string[] = []): Promise<BuildlogsServer> {
+/**
+ * Starts `buildlogs serve` with `env` on top of a minimal environment, on `port` (e.g. to restart a
+ * server where its clients expect it) or a free one.
+ */
+export async function startServer(
+  env: Record<string, string>,
+  args: string[] = [],
+  port?: number,
+): Promise<BuildlogsServer> {
   const bin = assertBinary();
-  const port = await freePort();
+  port ??= await freePort();
   let output = "";
   const child: ChildProcess = spawn(bin, ["serve", ...args], {
     env: {

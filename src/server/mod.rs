@@ -1,0 +1,409 @@
+//! The HTTP server and the connection edge: accepts TCP connections, serves each with hyper
+//! (HTTP/1.1 and 1.0, or HTTP/2 with prior knowledge) in front of the poem endpoint, ends
+//! every event stream on every path, and drains connections at shutdown. Nothing above this
+//! module knows about sockets: an event stream is a response carrying
+//! [`StreamEnds`](crate::wire::sse::StreamEnds), and the rest is decided here.
+//!
+//! Which event streams leave hyper, and why: an idle stream must cost little memory, and
+//! hyper keeps an 8 KB read buffer and an 8 KB write buffer per HTTP/1 connection for as long
+//! as it serves it. So a `GET` stream on HTTP/1.1 or HTTP/1.0 is *detached*: the connection
+//! task drops hyper's connection and writes the head and the body to the socket itself
+//! ([`stream::write_detached`]). It detaches only once hyper has flushed every byte of the
+//! responses before it on the connection (pipelined requests), waiting for that if it must, so
+//! no earlier response is ever cut short; what the client sends after the stream request is
+//! read and discarded. A `HEAD` stays with hyper (it has no body), and so does HTTP/2, where a
+//! connection carries many streams: each HTTP/2 event stream runs in a task of its own
+//! ([`stream::relay`]) so that its ends apply while the client reads nothing.
+//!
+//! The protocol is sniffed with a non-consuming `peek` (a rewinding reader, as hyper-util's
+//! auto builder uses, would double hyper's read buffer), and hyper never reads while a
+//! response is in flight.
+
+mod io;
+mod stream;
+
+use std::{
+    convert::Infallible,
+    io as stdio,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, future::BoxFuture};
+use http_body_util::combinators::BoxBody;
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::graceful::GracefulConnection,
+};
+use poem::{
+    Addr, Response,
+    endpoint::DynEndpoint,
+    http::{Method, Version, uri::Scheme},
+    web::{LocalAddr, RemoteAddr},
+};
+use tokio::{net::TcpListener, sync::Notify};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use self::{
+    io::{ConnState, InFlight, Socket},
+    stream::{Detached, Limits, relay, write_detached},
+};
+use crate::wire::sse::StreamEnds;
+
+/// How long a new connection may take to send its first bytes; hyper then bounds the rest of
+/// the request head (and every later one on a keep-alive connection) with its own 30 s timeout.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
+/// An HTTP/2 connection with no request in flight for this long is closed (GOAWAY), as an
+/// idle HTTP/1 connection is by hyper's header timeout.
+const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head (HTTP/1: 431 past it) or header list (HTTP/2).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// HTTP/2 pings an otherwise quiet connection this often, and closes it when a ping goes
+/// unanswered this long: dead peers go away.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The app's endpoint, type-erased once for every connection.
+pub type Endpoint = Arc<dyn DynEndpoint<Output = Response>>;
+
+/// How connections run.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// An event stream whose client reads nothing for this long, while there is data to send,
+    /// is ended (`STREAM_STALL_SECS`).
+    pub stall_limit: Duration,
+}
+
+/// Both protocol builders, configured once and shared by every connection.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new() -> Self {
+        let mut http1 = http1::Builder::new();
+        // The timer bounds how long a request head may take (slow-loris) and how long a
+        // keep-alive connection may sit between requests. Half-close: never read while a
+        // response is in flight (see the module docs).
+        http1
+            .timer(TokioTimer::new())
+            .half_close(true)
+            .max_buf_size(MAX_HEAD_BYTES);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEAD_BYTES as u32)
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT);
+        Self { http1, http2 }
+    }
+}
+
+/// Serves `endpoint` on `listener` until `shutdown` is cancelled, then stops accepting, lets
+/// every connection finish its current response (streams end on the same signal) and returns
+/// once all have closed or `grace` has passed.
+pub async fn run(
+    listener: TcpListener,
+    endpoint: Endpoint,
+    settings: Settings,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> stdio::Result<()> {
+    let local = listener.local_addr()?;
+    let protocols = Arc::new(Protocols::new());
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // the listener itself is fine, so keep going after a pause.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Connection {
+            endpoint: endpoint.clone(),
+            local: LocalAddr(Addr::SocketAddr(local)),
+            remote: RemoteAddr(Addr::SocketAddr(peer)),
+            settings,
+            shutdown: shutdown.clone(),
+        };
+        tracker.spawn(conn.serve(Socket::new(stream), protocols.clone()));
+    }
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            connections = tracker.len(),
+            "grace period over with connections still open; closing them"
+        );
+    }
+    Ok(())
+}
+
+/// What every request of one connection shares.
+#[derive(Clone)]
+struct Connection {
+    endpoint: Endpoint,
+    local: LocalAddr,
+    remote: RemoteAddr,
+    settings: Settings,
+    shutdown: CancellationToken,
+}
+
+impl Connection {
+    async fn serve(self, io: Socket, protocols: Arc<Protocols>) {
+        let h2 = tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            sniffed = tokio::time::timeout(FIRST_BYTES_TIMEOUT, io.speaks_h2()) => match sniffed {
+                Ok(Ok(h2)) => h2,
+                // Silent past the timeout, or the socket failed: nothing to answer.
+                Err(_) | Ok(Err(_)) => return,
+            },
+        };
+        let shutdown = self.shutdown.clone();
+        let limits = self.settings;
+        let state = io.state();
+        if h2 {
+            let service = Service {
+                conn: self,
+                state: state.clone(),
+                detach: None,
+            };
+            // Boxed: an HTTP/2 connection's state is large and rare here, and inline it would
+            // size every HTTP/1 connection's task too.
+            let conn = Box::pin(protocols.http2.serve_connection(TokioIo::new(io), service));
+            drive_h2(conn, &state, &shutdown).await;
+            return;
+        }
+        let socket = io.tcp();
+        let slot = Arc::new(DetachSlot::default());
+        let service = Service {
+            conn: self,
+            state,
+            detach: Some(slot.clone()),
+        };
+        // Boxed, so that dropping it on detach returns its buffers and state to the allocator.
+        let conn = Box::pin(protocols.http1.serve_connection(TokioIo::new(io), service));
+        let handover = {
+            let run = drive(conn, &shutdown);
+            tokio::pin!(run);
+            tokio::select! {
+                biased;
+                handover = slot.taken() => handover,
+                () = &mut run => return,
+            }
+        };
+        drop(slot);
+        if let Handover::Stream(detached) = handover {
+            let limits = Limits {
+                shutdown: &shutdown,
+                stall: limits.stall_limit,
+            };
+            write_detached(&socket, detached, limits).await;
+        }
+    }
+}
+
+/// What a connection's service hands its connection task, instead of giving hyper a response.
+enum Handover {
+    /// An event stream to write ourselves.
+    Stream(Detached),
+    /// Close the connection: the client read nothing of an earlier response for the stall
+    /// limit while a stream waited to start.
+    Close,
+}
+
+/// Where a connection's [`Service`] leaves a [`Handover`] for the connection task.
+#[derive(Default)]
+struct DetachSlot {
+    handover: Mutex<Option<Handover>>,
+    ready: Notify,
+}
+
+impl DetachSlot {
+    fn put(&self, handover: Handover) {
+        *self.handover.lock().unwrap_or_else(|p| p.into_inner()) = Some(handover);
+        self.ready.notify_one();
+    }
+
+    async fn taken(&self) -> Handover {
+        loop {
+            if let Some(handover) = self
+                .handover
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                return handover;
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+/// Hands each request of one connection to the poem endpoint.
+#[derive(Clone)]
+struct Service {
+    conn: Connection,
+    state: Arc<ConnState>,
+    /// On HTTP/1 connections: where a detached event stream is handed to the connection task.
+    detach: Option<Arc<DetachSlot>>,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Service {
+    type Response = hyper::Response<Tracked>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let in_flight = self.state.request();
+        let version = req.version();
+        let detach = self.detach.clone().filter(|_| {
+            req.method() == Method::GET && matches!(version, Version::HTTP_11 | Version::HTTP_10)
+        });
+        let h2 = self.detach.is_none();
+        let req = poem::Request::from((
+            req,
+            self.conn.local.clone(),
+            self.conn.remote.clone(),
+            Scheme::HTTP,
+        ));
+        let conn = self.conn.clone();
+        let state = self.state.clone();
+        Box::pin(async move {
+            let mut resp = DynEndpoint::call(&*conn.endpoint, req)
+                .await
+                .unwrap_or_else(|err| err.into_response());
+            if let Some(ends) = resp.extensions_mut().remove::<StreamEnds>() {
+                if let Some(slot) = detach {
+                    // Every earlier response must reach the client whole before the stream
+                    // leaves hyper: wait for hyper's flush of them.
+                    let handover = if state.until_flushed(conn.settings.stall_limit).await {
+                        Handover::Stream(Detached::new(resp, version, ends))
+                    } else {
+                        Handover::Close
+                    };
+                    slot.put(handover);
+                    // hyper never sees this response: the connection task drops the connection.
+                    return std::future::pending().await;
+                }
+                if h2 {
+                    let frames = resp.take_body().into_bytes_stream().boxed();
+                    let body = relay(
+                        frames,
+                        ends,
+                        conn.shutdown.clone(),
+                        conn.settings.stall_limit,
+                    );
+                    resp.set_body(poem::Body::from_bytes_stream(body));
+                }
+            }
+            Ok(into_hyper(resp, in_flight))
+        })
+    }
+}
+
+/// The response for hyper, its body holding `in_flight` until hyper drops it.
+fn into_hyper(resp: Response, in_flight: InFlight) -> hyper::Response<Tracked> {
+    let resp: hyper::Response<BoxBody<Bytes, stdio::Error>> = resp.into();
+    resp.map(|body| Tracked {
+        body,
+        _in_flight: in_flight,
+    })
+}
+
+/// A response body that keeps its request in flight until hyper lets it go (after writing its
+/// end): what tells a later stream request that every earlier response was written, and an
+/// HTTP/2 connection that it is idle.
+struct Tracked {
+    body: BoxBody<Bytes, stdio::Error>,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = stdio::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, stdio::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Runs an HTTP/1 connection to its end; at shutdown, lets it finish the responses under way
+/// and close.
+async fn drive<C>(mut conn: Pin<Box<C>>, shutdown: &CancellationToken)
+where
+    C: GracefulConnection<Error: std::fmt::Display>,
+{
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        // A client that hung up or sent garbage: routine, not worth more than a debug line.
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+}
+
+/// Runs an HTTP/2 connection to its end: closed (GOAWAY) once no request has been in flight
+/// for [`H2_IDLE_TIMEOUT`], which also bounds a header block that never completes; at
+/// shutdown, lets it finish the responses under way and close.
+async fn drive_h2<C>(mut conn: Pin<Box<C>>, state: &ConnState, shutdown: &CancellationToken)
+where
+    C: GracefulConnection<Error: std::fmt::Display>,
+{
+    let mut idle_check = tokio::time::interval(Duration::from_secs(1));
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            () = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = idle_check.tick() => {
+                if state.idle_for(H2_IDLE_TIMEOUT) {
+                    tracing::debug!("closing an idle HTTP/2 connection");
+                    conn.as_mut().graceful_shutdown();
+                    // The GOAWAY is sent; a peer that holds the connection open regardless
+                    // (a header block it never finishes) is not waited for long.
+                    break match tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await {
+                        Ok(result) => result,
+                        Err(_) => Ok(()),
+                    };
+                }
+            }
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+}

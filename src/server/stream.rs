@@ -1,0 +1,352 @@
+//! Writing an event stream ourselves, and ending it on every path.
+//!
+//! Once a stream has left hyper ([`Detached`], HTTP/1), nothing of hyper's watches the
+//! connection any more, so the writer does: it keeps reading the socket and discards what
+//! arrives (end-of-file, a reset or any error means the client is gone), and it races every
+//! blocked write against the stream's ends ([`StreamEnds`]: token expiry, lag limit), shutdown,
+//! the client leaving and the stall limit (no write progress for that long). So a stream ends
+//! however its client leaves or stalls, and releases everything it held at once.
+//!
+//! An event stream on HTTP/2 stays in hyper (one connection carries many streams), and hyper
+//! stops polling a stream's body while the client's flow-control window is closed: [`relay`]
+//! runs it in a task of its own that applies the same ends.
+
+use std::{future::Future, io, io::IoSlice, pin::Pin, time::Duration};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt, stream::BoxStream};
+use poem::{Response, http::Version};
+use tokio::{net::TcpStream, sync::mpsc, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::wire::sse::StreamEnds;
+
+/// Most body chunks gathered into one write when several are ready at once (a catch-up).
+const MAX_CHUNKS_PER_WRITE: usize = 32;
+
+/// How the writer learns a stream must stop.
+pub(super) struct Limits<'a> {
+    pub shutdown: &'a CancellationToken,
+    /// No write progress for this long ends the stream.
+    pub stall: Duration,
+}
+
+/// An event stream taken out of hyper: its encoded head, its frames and its ends.
+pub(super) struct Detached {
+    head: Vec<u8>,
+    body: BoxStream<'static, io::Result<Bytes>>,
+    ends: StreamEnds,
+    /// HTTP/1.1: chunked; HTTP/1.0: the body ends with the connection.
+    chunked: bool,
+}
+
+impl Detached {
+    pub(super) fn new(resp: Response, version: Version, ends: StreamEnds) -> Self {
+        let chunked = version == Version::HTTP_11;
+        let head = encode_head(&resp, chunked);
+        Self {
+            head,
+            body: resp.into_body().into_bytes_stream().boxed(),
+            ends,
+            chunked,
+        }
+    }
+}
+
+/// The HTTP/1.x head of a detached response: its status and headers, chunked on HTTP/1.1,
+/// and `Connection: close` (the stream ends with the connection).
+fn encode_head(resp: &Response, chunked: bool) -> Vec<u8> {
+    let status = resp.status();
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(if chunked { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in resp.headers() {
+        if matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection" | "date" | "keep-alive"
+        ) {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"date: ");
+    head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    head.extend_from_slice(b"\r\n");
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
+}
+
+/// Why a detached stream stopped early.
+#[derive(Debug)]
+enum Stop {
+    /// The client left, the socket failed, or the body failed.
+    Gone,
+    /// Shutdown, token expiry, lag limit or stall while a write was blocked.
+    Cut,
+}
+
+/// Writes a detached stream to its end: the head, every frame as it comes (batched into one
+/// `writev` when several are ready), the last chunk; then closes the connection gracefully.
+pub(super) async fn write_detached(socket: &TcpStream, detached: Detached, limits: Limits<'_>) {
+    let Detached {
+        head,
+        mut body,
+        ends,
+        chunked,
+    } = detached;
+    let mut out = Out {
+        socket,
+        limits,
+        ends: &ends,
+    };
+    if out.send(&mut [IoSlice::new(&head)]).await.is_err() {
+        return;
+    }
+    drop(head);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut sizes: Vec<SizeLine> = Vec::new();
+    let mut ended = false;
+    while !ended {
+        let first = tokio::select! {
+            biased;
+            () = client_gone(socket) => return,
+            first = body.next() => first,
+        };
+        match first {
+            Some(Ok(first)) => chunks.push(first),
+            None => break,
+            // The body failed: close without the last chunk, so the client sees it cut short.
+            Some(Err(_)) => return,
+        }
+        while chunks.len() < MAX_CHUNKS_PER_WRITE {
+            match body.next().now_or_never() {
+                Some(Some(Ok(more))) => chunks.push(more),
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                Some(Some(Err(_))) => return,
+                None => break,
+            }
+        }
+        chunks.retain(|c| !c.is_empty());
+        let mut slices = Vec::with_capacity(chunks.len() * 3);
+        if chunked {
+            sizes.clear();
+            sizes.extend(chunks.iter().map(|c| SizeLine::new(c.len())));
+            for (chunk, size) in chunks.iter().zip(&sizes) {
+                slices.push(IoSlice::new(size.as_bytes()));
+                slices.push(IoSlice::new(chunk));
+                slices.push(IoSlice::new(b"\r\n"));
+            }
+        } else {
+            slices.extend(chunks.iter().map(|c| IoSlice::new(c)));
+        }
+        if out.send(&mut slices).await.is_err() {
+            return;
+        }
+        drop(slices);
+        chunks.clear();
+    }
+    drop(body);
+    if chunked && out.send(&mut [IoSlice::new(b"0\r\n\r\n")]).await.is_err() {
+        return;
+    }
+    close_gracefully(socket).await;
+}
+
+/// Sends our end-of-file and waits a moment for the client's, so that bytes it sent and we
+/// did not read do not turn our close into a reset that could destroy the stream's tail.
+async fn close_gracefully(socket: &TcpStream) {
+    let fd = socket2::SockRef::from(socket);
+    if fd.shutdown(std::net::Shutdown::Write).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), client_gone(socket)).await;
+    }
+}
+
+/// Resolves when the client has gone: end-of-file, a reset or any error. Whatever it sends
+/// meanwhile (nothing is expected after a stream request) is read and discarded, so neither a
+/// stray byte nor a pipelined request can hide its leaving.
+async fn client_gone(socket: &TcpStream) {
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        let mut discard = [0u8; 256];
+        match socket.try_read(&mut discard) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The write side of a detached stream.
+struct Out<'a> {
+    socket: &'a TcpStream,
+    limits: Limits<'a>,
+    ends: &'a StreamEnds,
+}
+
+impl Out<'_> {
+    /// Writes all of `slices`; while the socket's buffer is full, races the wait against
+    /// everything that ends the stream.
+    async fn send(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<(), Stop> {
+        let mut ends: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+        let mut progress = Instant::now();
+        while !slices.is_empty() {
+            match self.socket.try_write_vectored(slices) {
+                Ok(0) => return Err(Stop::Gone),
+                Ok(n) => {
+                    IoSlice::advance_slices(&mut slices, n);
+                    progress = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let ends = ends.get_or_insert_with(|| Box::pin(self.ends.clone().reached()));
+                    tokio::select! {
+                        biased;
+                        ready = self.socket.writable() => ready.map_err(|_| Stop::Gone)?,
+                        () = client_gone(self.socket) => return Err(Stop::Gone),
+                        () = self.limits.shutdown.cancelled() => return Err(Stop::Cut),
+                        () = ends.as_mut() => return Err(Stop::Cut),
+                        () = tokio::time::sleep_until(progress + self.limits.stall) => {
+                            tracing::info!("a stream's client read nothing for the stall limit; ending it");
+                            return Err(Stop::Cut);
+                        }
+                    }
+                }
+                Err(_) => return Err(Stop::Gone),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A chunk's size line, `<len in hex>\r\n`.
+struct SizeLine {
+    bytes: [u8; 18],
+    len: usize,
+}
+
+impl SizeLine {
+    fn new(mut n: usize) -> Self {
+        let mut digits = [0u8; 16];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b"0123456789abcdef"[n & 0xf];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        let hex = &digits[at..];
+        let mut bytes = [0u8; 18];
+        bytes[..hex.len()].copy_from_slice(hex);
+        bytes[hex.len()..hex.len() + 2].copy_from_slice(b"\r\n");
+        Self {
+            bytes,
+            len: hex.len() + 2,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Runs an HTTP/2 event stream in a task of its own, handing frames to hyper through a
+/// one-frame channel: when the client stops reading, the hand-over blocks, and the task ends
+/// the stream on the same conditions as a detached one (the client leaving is hyper's to see:
+/// it drops the receiving body on a reset). Returns the body for hyper.
+pub(super) fn relay(
+    mut frames: BoxStream<'static, io::Result<Bytes>>,
+    ends: StreamEnds,
+    shutdown: CancellationToken,
+    stall: Duration,
+) -> BoxStream<'static, io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    tokio::spawn(async move {
+        let mut ends = std::pin::pin!(ends.reached());
+        loop {
+            let frame = tokio::select! {
+                biased;
+                () = tx.closed() => return,
+                frame = frames.next() => frame,
+            };
+            let Some(Ok(frame)) = frame else { return };
+            let permit = match tx.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Closed(())) => return,
+                Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
+                    biased;
+                    permit = tx.reserve() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                    () = shutdown.cancelled() => return,
+                    () = ends.as_mut() => return,
+                    () = tokio::time::sleep(stall) => return,
+                },
+            };
+            permit.send(frame);
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        let frame = rx.recv().await?;
+        Some((Ok(frame), rx))
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_lines_are_lowercase_hex() {
+        for n in [0usize, 1, 9, 10, 15, 16, 255, 4096, 0xdead_beef, usize::MAX] {
+            assert_eq!(SizeLine::new(n).as_bytes(), format!("{n:x}\r\n").as_bytes());
+        }
+    }
+
+    #[test]
+    fn detached_heads_say_how_the_body_ends() {
+        let resp = || {
+            Response::builder()
+                .content_type("text/event-stream")
+                .header("cache-control", "no-cache")
+                .header("content-length", "12")
+                .header("connection", "keep-alive")
+                .body(())
+        };
+        let head = String::from_utf8(encode_head(&resp(), true)).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains("\r\ncontent-type: text/event-stream\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\ncache-control: no-cache\r\n"), "{head}");
+        assert!(!head.contains("content-length"), "{head}");
+        assert!(!head.contains("keep-alive"), "{head}");
+        assert!(head.contains("\r\ndate: "), "{head}");
+        assert!(
+            head.ends_with("\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
+            "{head}"
+        );
+        let head = String::from_utf8(encode_head(&resp(), false)).unwrap();
+        assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert!(head.ends_with("\r\nconnection: close\r\n\r\n"), "{head}");
+    }
+}

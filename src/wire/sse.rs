@@ -1,0 +1,104 @@
+//! Server-Sent Event frames, rendered once and shared; and [`StreamEnds`], what the connection
+//! writing an event stream needs to end it while its client reads nothing.
+//!
+//! A log line watched by 2,000 viewers is rendered once (by its feed) and the same bytes go to
+//! every socket, so fan-out costs a reference-count increment per viewer, not a JSON encoding.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+use tokio::{sync::watch, time::Instant};
+
+use super::payload::{LogLine, StreamEvent};
+
+/// One SSE frame (`retry:`, or `id:`, `event:` and `data:` lines), with its blank line.
+pub fn frame(event: &StreamEvent) -> Bytes {
+    match event {
+        StreamEvent::Retry(retry) => Bytes::from(format!("retry: {}\n\n", retry.retry_ms)),
+        StreamEvent::Start(start) => message(Some(&start.position), "start", start),
+        StreamEvent::Log(line) => log_frame(line),
+        StreamEvent::Heartbeat(beat) => message(None, "heartbeat", beat),
+        StreamEvent::Done(done) => message(None, "done", done),
+        StreamEvent::Reset(reset) => message(None, "reset", reset),
+    }
+}
+
+/// A `log` event's frame: `id:` is the line's id.
+pub fn log_frame(line: &LogLine) -> Bytes {
+    message(Some(&line.id), "log", line)
+}
+
+fn message(id: Option<&str>, event: &str, data: &impl Serialize) -> Bytes {
+    let mut buf = Vec::with_capacity(160);
+    if let Some(id) = id {
+        buf.extend_from_slice(b"id: ");
+        buf.extend_from_slice(id.as_bytes());
+        buf.push(b'\n');
+    }
+    buf.extend_from_slice(b"event: ");
+    buf.extend_from_slice(event.as_bytes());
+    buf.extend_from_slice(b"\ndata: ");
+    // JSON escapes every line break, so the payload is always one `data:` line.
+    serde_json::to_writer(&mut buf, data).expect("payloads are plain strings and numbers");
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
+
+/// Marks a response as an event stream (a response extension) and carries what must end the
+/// stream even while nobody takes its frames: once a client stops reading, the writes block and
+/// the stream itself is no longer polled, so the connection that writes it races its blocked
+/// writes against [`StreamEnds::reached`] (and against shutdown, its client leaving and its
+/// own stall limit, which it knows itself).
+#[derive(Clone, Debug)]
+pub struct StreamEnds {
+    /// The token's `exp` plus the leeway.
+    pub expires_at: Instant,
+    /// The lag limit, for a stream following a live feed.
+    pub lag: Option<LagWatch>,
+}
+
+/// How far a viewer is behind its feed, in lines: the feed's count of published lines against
+/// the count when the viewer last took from it.
+#[derive(Clone, Debug)]
+pub struct LagWatch {
+    /// Lines the feed has published so far.
+    pub head: watch::Receiver<u64>,
+    /// `head` when the viewer last took lines from the feed.
+    pub mark: Arc<AtomicU64>,
+    /// Lines the viewer may fall behind before its stream is ended.
+    pub limit: u64,
+    /// Counts the streams ended so (`buildlogs_slow_viewers_disconnected_total`).
+    pub cut: Counter,
+}
+
+impl StreamEnds {
+    /// Resolves once the token has expired or the viewer has fallen too far behind.
+    pub async fn reached(mut self) {
+        let lag = async {
+            let Some(lag) = self.lag.as_mut() else {
+                return std::future::pending().await;
+            };
+            loop {
+                let head = *lag.head.borrow_and_update();
+                if head.saturating_sub(lag.mark.load(Ordering::Relaxed)) > lag.limit {
+                    tracing::info!("a blocked viewer fell too far behind; ending its stream");
+                    lag.cut.inc();
+                    return;
+                }
+                if lag.head.changed().await.is_err() {
+                    // The feed is gone (its job finished): it publishes nothing more.
+                    return std::future::pending().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(self.expires_at) => {}
+            () = lag => {}
+        }
+    }
+}
