@@ -4,7 +4,6 @@
 use std::{collections::HashMap, time::Duration};
 
 use buildlogs::{ids::StreamId, writer::Source};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
 
@@ -159,23 +158,11 @@ async fn joining_during_a_burst_loses_nothing() {
 }
 
 /// A raw HTTP client that sends the request and then does not read.
-async fn stalled_viewer(app: &TestApp, job: &str) -> tokio::net::TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut tcp = socket.connect(app.addr).await.unwrap();
-    let req = format!(
-        "GET /api/jobs/{job}/logs/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-        token("user_a")
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    tcp
-}
-
 #[tokio::test]
 async fn a_stalled_viewer_blocks_nobody_and_is_cut_off_past_its_bound() {
     let app = spawn_app_with(Backend::Redis, |c| c.viewer_max_lag = 500).await;
     let job = app.job("user_a", "code").await;
-    let mut stalled = stalled_viewer(&app, job.as_str()).await;
+    let mut stalled = stalled_viewer(&app, job.as_str(), &token("user_a")).await;
     app.await_metric("buildlogs_open_streams", 1.0).await;
     let mut healthy = app.stream(&job, &token("user_a"), None).await;
     healthy.start().await;
@@ -241,45 +228,11 @@ async fn a_stalled_viewer_blocks_nobody_and_is_cut_off_past_its_bound() {
     );
 }
 
-/// The body of a raw HTTP/1.1 chunked response.
-fn dechunk(raw: &[u8]) -> String {
-    let text = String::from_utf8_lossy(raw);
-    let (_, mut rest) = text.split_once("\r\n\r\n").expect("response head");
-    let mut body = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || after.len() < size {
-            break;
-        }
-        body.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-    body
-}
-
-async fn tcp_read_to_end(tcp: &mut tokio::net::TcpStream, out: &mut Vec<u8>) {
-    let mut buf = [0u8; 65536];
-    loop {
-        match tcp.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
-                // Chunked encoding ends with a zero-size chunk.
-                if out.ends_with(b"\r\n0\r\n\r\n") {
-                    return;
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_briefly_slow_viewer_resyncs_losslessly() {
     let app = spawn_app().await;
     let job = app.job("user_a", "code").await;
-    let mut slow = stalled_viewer(&app, job.as_str()).await;
+    let mut slow = stalled_viewer(&app, job.as_str(), &token("user_a")).await;
     app.await_metric("buildlogs_open_streams", 1.0).await;
     let big = "y".repeat(1000);
     let mut ids = Vec::new();

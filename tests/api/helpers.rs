@@ -444,6 +444,15 @@ impl SseEvent {
     }
 }
 
+/// How an event stream ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// The server ended the body properly.
+    Clean,
+    /// A transport error: a reset, or a body cut short.
+    Cut(String),
+}
+
 /// Reads an SSE response incrementally.
 pub struct SseClient {
     pub status: u16,
@@ -464,8 +473,19 @@ impl SseClient {
         }
     }
 
-    /// The next event, or `None` when the server ended the stream.
+    /// The next event, or `None` when the server ended the stream cleanly (a proper last
+    /// chunk). A transport error (a reset, a body cut short) fails the test: use
+    /// [`Self::next_or_end`] where a stream may be cut.
     pub async fn next(&mut self) -> Option<SseEvent> {
+        match self.next_or_end().await {
+            Ok(ev) => Some(ev),
+            Err(End::Clean) => None,
+            Err(End::Cut(err)) => panic!("the stream did not end cleanly: {err}"),
+        }
+    }
+
+    /// The next event, or how the stream ended.
+    pub async fn next_or_end(&mut self) -> Result<SseEvent, End> {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
@@ -487,7 +507,7 @@ impl SseClient {
                     }
                 }
                 ev.data = data.join("\n");
-                return Some(ev);
+                return Ok(ev);
             }
             match self.body.next().await {
                 Some(Ok(bytes)) => {
@@ -495,7 +515,8 @@ impl SseClient {
                     self.raw.push_str(&text);
                     self.buf.push_str(&text);
                 }
-                _ => return None,
+                Some(Err(err)) => return Err(End::Cut(format!("{err:?}"))),
+                None => return Err(End::Clean),
             }
         }
     }
@@ -538,4 +559,54 @@ impl SseClient {
         }
         (logs, None)
     }
+}
+
+/// A raw HTTP/1.1 stream request from a client with a tiny receive buffer that then reads
+/// nothing: the server's writes to it soon block.
+pub async fn stalled_viewer(app: &TestApp, job: &str, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(app.addr).await.unwrap();
+    let req = format!(
+        "GET /api/jobs/{job}/logs/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// Reads a raw response until the connection closes or a chunked body's last chunk.
+pub async fn tcp_read_to_end(tcp: &mut tokio::net::TcpStream, out: &mut Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 65536];
+    loop {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                // Chunked encoding ends with a zero-size chunk.
+                if out.ends_with(b"\r\n0\r\n\r\n") {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The body of a raw HTTP/1.1 chunked response (what arrived of it).
+pub fn dechunk(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let (_, mut rest) = text.split_once("\r\n\r\n").expect("response head");
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    body
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod dev_mode;
+mod edge;
 mod fanout;
 #[allow(dead_code)] // shared with the drills binary, which uses other parts
 mod helpers;

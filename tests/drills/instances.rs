@@ -137,7 +137,15 @@ async fn two_instances_failover_and_drain() {
 
     // Instance a dies without a word; its viewer resumes on b where it left off.
     a.signal("-KILL");
-    while on_a.next().await.is_some() {}
+    let cut = loop {
+        if let Err(end) = on_a.next_or_end().await {
+            break end;
+        }
+    };
+    assert!(
+        matches!(cut, End::Cut(_)),
+        "a killed instance cuts its streams: {cut:?}"
+    );
     let second = append_lines(&w, &job, 50, "l").await;
     let mut resumed = b.stream(&job, Some(seen_a.last().unwrap())).await;
     assert_eq!(resumed.status, 200);
