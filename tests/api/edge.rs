@@ -65,7 +65,9 @@ async fn a_client_that_sent_stray_bytes_then_left_frees_its_stream_at_once() {
             .unwrap();
         tcp.flush().await.unwrap();
         if how == "rst" {
-            tcp.set_linger(Some(Duration::ZERO)).unwrap();
+            socket2::SockRef::from(&tcp)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
         }
         drop(tcp);
         gauge_within(&app, "buildlogs_open_streams", 0.0, Duration::from_secs(1)).await;
