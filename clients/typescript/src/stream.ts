@@ -428,8 +428,6 @@ export async function* jobLogEvents(
     };
     const attempt = async (): Promise<void> => {
       timer = undefined;
-      const after = lastEventId;
-      if (after === undefined) return schedule(retryMs); // no position yet: resuming could skip lines
       let token: string | null;
       try {
         token = await getToken();
@@ -439,6 +437,8 @@ export async function* jobLogEvents(
       if (disposed) return;
       const later = tokenExpiry(token);
       if (!later || later.expiresAt <= expiry.expiresAt) return schedule(retryMs);
+      const after = lastEventId;
+      if (after === undefined) return schedule(retryMs); // no position yet: resuming could skip lines
       const connection = new Connection(token, after, signal);
       fresh = connection;
       try {
@@ -451,6 +451,7 @@ export async function* jobLogEvents(
           const pulled = await connection.next();
           if (disposed) return;
           if (pulled.kind === "end") throw new NetworkError("the stream closed before start");
+          if (pulled.kind === "interrupted") continue; // (nobody interrupts this one)
           const event = parseEvent(pulled.message);
           if (!event) continue;
           if (event.type !== "start") throw new ProtocolError(`expected start, got "${event.type}"`);
@@ -484,7 +485,7 @@ export async function* jobLogEvents(
   };
 
   /** Set when the last connection ended because its token expired: resume at once. */
-  let expiredCut: { token: string | null; retryMs: number } | undefined;
+  let expiredCut: { token: string | null; retryMs: number; brief: boolean } | undefined;
 
   setStatus("connecting");
   for (;;) {
@@ -493,18 +494,23 @@ export async function* jobLogEvents(
     let renewal: Renewal | undefined;
     let failure: BuildlogsError;
     try {
-      let token = await getToken();
+      let token: string | null;
       if (expiredCut) {
-        // Not the expired token again (a token cache may hand it out a moment longer): ask again
-        // after the server's short retry, a few times, then let the server judge.
         const cut = expiredCut;
         expiredCut = undefined;
+        // Cut right after it opened, something is off (clocks?): wait as a browser would, never spin.
+        if (cut.brief && !(await sleep(cut.retryMs, signal))) return aborted();
+        token = await getToken();
+        // Not the expired token again (a token cache may hand it out a moment longer): ask again
+        // after the server's short retry, a few times, then let the server judge.
         for (let i = 0; i < STALE_TOKEN_RETRIES && token !== null; i++) {
           const expiry = tokenExpiry(token);
           if (token !== cut.token && !(expiry && expiry.expiresAt <= Date.now())) break;
           if (!(await sleep(cut.retryMs * 2 ** i, signal))) return aborted();
           token = await getToken();
         }
+      } else {
+        token = await getToken();
       }
       if (signal?.aborted) return aborted();
       connection = new Connection(token, lastEventId, signal);
@@ -569,7 +575,11 @@ export async function* jobLogEvents(
         connection.expiryRetryMs !== undefined ||
         (expiry !== undefined && Date.now() >= expiry.expiresAt - EXPIRY_CLOCK_SLACK_MS)
       ) {
-        expiredCut = { token: connection.token, retryMs: connection.expiryRetryMs ?? DEFAULT_EXPIRY_RETRY_MS };
+        expiredCut = {
+          token: connection.token,
+          retryMs: connection.expiryRetryMs ?? DEFAULT_EXPIRY_RETRY_MS,
+          brief: Date.now() - connection.openedAt < MIN_CONNECTION_MS,
+        };
         continue;
       }
       // Anything else (a server shutdown, a proxy timeout) waits the server's retry, as a drop does.
@@ -610,7 +620,11 @@ export async function* jobLogEvents(
 
 /** Typed callbacks for {@link streamJobLogs}. */
 export interface StreamCallbacks {
-  /** Each (re)connect's `start` event; `id` is the position the stream resumes after. */
+  /**
+   * Each (re)connect's `start` event; `id` is the position the stream resumes after. After a move
+   * to a fresh token, `id` is the last line delivered (the new connection goes on after it) and
+   * `history_cursor` matches it; `status` is the job's status at that moment.
+   */
   onStart?: (data: StartData, id: string) => void;
   /** Each line, in order, exactly once across reconnects. */
   onLog?: (line: LogLine) => void;

@@ -248,7 +248,7 @@ describe("the end of a stream whose token expired", () => {
     const first = new ScriptedStream();
     const api = server((n) => {
       if (n === 1) {
-        setTimeout(() => first.send(retry(250)).end(), 50);
+        setTimeout(() => first.send(retry(250)).end(), 1_100);
         return first.send(retry(3000), start("1-0"), log("1-1")).response;
       }
       return new ScriptedStream().send(retry(3000), start("1-1"), log("1-2"), done()).response;
@@ -265,6 +265,22 @@ describe("the end of a stream whose token expired", () => {
       ["opaque-2", "1-1"],
     ]);
     expect(api.requests[1]!.at - first.endedAt!).toBeLessThan(100); // no backoff (it would be 1.5-3 s)
+  });
+
+  it("cuts right after each connect (something is off) are not a tight loop: each waits the short retry", async () => {
+    const api = server((n) =>
+      n <= 3
+        ? new Response(retry(3000) + start("1-0") + retry(250), { headers: { "Content-Type": "text/event-stream" } })
+        : new ScriptedStream().send(start("1-0"), done()).response,
+    );
+    const { seen, callbacks } = watch();
+    let calls = 0;
+    const stream = streamJobLogs({ ...base, getToken: () => `opaque-${++calls}`, fetch: api.fetch, ...callbacks });
+    expect(await stream.finished).toEqual({ reason: "done", status: "ready" });
+    expect(api.requests).toHaveLength(4);
+    for (let i = 1; i < 4; i++) expect(api.requests[i]!.at - api.requests[i - 1]!.at).toBeGreaterThanOrEqual(240);
+    expect(seen.errors).toEqual([]);
+    expect(seen.statuses).toEqual(["connecting", "open", "closed"]);
   });
 
   it("without a short retry, a clean end at the token's exp counts as the cut too", async () => {

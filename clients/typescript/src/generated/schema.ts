@@ -89,7 +89,7 @@ export interface components {
             /** @description Whether older lines exist: fetch them with `before_id = oldest_id`. */
             has_more: boolean;
             /** @description Id of the oldest line in `lines`; null when `lines` is empty. */
-            oldest_id?: string | null;
+            oldest_id: string | null;
         };
         /**
          * LogLine
@@ -128,19 +128,21 @@ export interface components {
         };
         /**
          * ResetData
-         * @description `event: reset` (no `id:`): lines after the `Last-Event-ID` may be gone. Every line still
-         *     retained after it follows, then the live stream: reload the view from history.
+         * @description `event: reset` (no `id:`), right after `start`: the `Last-Event-ID` cannot be honoured
+         *     exactly. Every line still retained after it follows (for `unknown_position`: every
+         *     retained line), then the live stream: reload the view from history.
          */
         ResetData: {
-            reason: components["schemas"]["ResetReason"];
+            /** @description Why the resume point could not be honoured. */
+            reason: components["schemas"]["ResetReason"] & unknown;
             /** @description The oldest retained line's id; null when none is retained. */
-            oldest_id?: string | null;
+            oldest_id: string | null;
         };
         /**
          * @description Why a resume could not be honoured exactly.
          * @enum {string}
          */
-        ResetReason: "trimmed";
+        ResetReason: "trimmed" | "unknown_position";
         /**
          * RetryData
          * @description `retry`: sent first, as the SSE `retry:` field (not an event): how long a browser waits
@@ -149,7 +151,9 @@ export interface components {
         RetryData: {
             /**
              * Format: uint32
-             * @description Reconnection delay in milliseconds (1000-15000).
+             * @description Reconnection delay in milliseconds: 1000-15000 at the start of a stream; at most 500
+             *     right before a stream ends because its token expired, so that a browser reconnects at
+             *     once with a fresh token.
              */
             retry_ms: number;
         };
@@ -202,6 +206,8 @@ export interface operations {
             /** @description A page of lines, oldest first. */
             200: {
                 headers: {
+                    /** @description Always `no-store`: the page is private to the job's owner. */
+                    "CACHE-CONTROL": string;
                     [name: string]: unknown;
                 };
                 content: {
