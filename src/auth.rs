@@ -125,13 +125,30 @@ pub struct Session {
 struct Header {
     alg: Option<String>,
     kid: Option<String>,
+    /// RFC 7515 §4.1.11: extensions the token insists on. We understand none, so any is a
+    /// rejection.
+    crit: Option<serde::de::IgnoredAny>,
 }
 
+/// The claims we read; each is checked by hand, strictly (the JWT library only checks the
+/// signature): `sub` and `azp` strings, `iss` a string, `exp` and `nbf` NumericDates.
 #[derive(Deserialize)]
 struct Claims {
-    sub: Option<String>,
-    exp: Option<u64>,
-    azp: Option<String>,
+    sub: Option<serde_json::Value>,
+    exp: Option<serde_json::Value>,
+    nbf: Option<serde_json::Value>,
+    iss: Option<serde_json::Value>,
+    azp: Option<serde_json::Value>,
+}
+
+/// A NumericDate (RFC 7519 §2): seconds since the epoch, integer or fractional, as a time.
+/// `None` for anything else, or a time the clock cannot represent.
+fn numeric_date(value: &serde_json::Value) -> Option<SystemTime> {
+    let secs = value.as_f64()?;
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(secs).ok()?)
 }
 
 #[derive(Default)]
@@ -253,27 +270,59 @@ impl Verifier {
         }
     }
 
-    async fn key_for(&self, kid: Option<&str>) -> Result<Arc<DecodingKey>, AuthFailureReason> {
+    /// Verifies the signature with `key`, returning the claims.
+    fn verify_with(&self, token: &str, key: &DecodingKey) -> Result<Claims, AuthFailureReason> {
+        let mut validation = Validation::new(Algorithm::RS256);
+        // Signature only: every claim is checked by hand afterwards, strictly and without
+        // overflow (the library accepts an `iss` array and panics on no time of ours, but it
+        // treats a fractional `exp` and `nbf` differently).
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|err| match err.kind() {
+                ErrorKind::InvalidSignature => AuthFailureReason::bad_signature,
+                ErrorKind::InvalidAlgorithm => AuthFailureReason::bad_alg,
+                _ => AuthFailureReason::malformed,
+            })
+    }
+
+    /// Finds the key for the token's `kid` and verifies its signature (contract §2, keys).
+    async fn verify_signature(
+        &self,
+        token: &str,
+        kid: Option<&str>,
+    ) -> Result<Claims, AuthFailureReason> {
         if let Some(key) = self.cached_key(kid) {
-            return Ok(key);
+            return self.verify_with(token, &key);
         }
-        // A PEM key verifies whatever the JWKS does not know.
-        if let Some(key) = &self.pem_key {
-            return Ok(key.clone());
-        }
+        // A PEM key verifies what the JWKS does not know. A `kid` the JWKS has not shown, on a
+        // token the PEM key rejects, follows the refetch rule as if no PEM key were set: a key
+        // rotation needs no restart.
+        let pem = match &self.pem_key {
+            Some(key) => match self.verify_with(token, key) {
+                Ok(claims) => return Ok(claims),
+                Err(reason) if self.settings.jwks_url.is_none() => return Err(reason),
+                Err(reason) => Some(reason),
+            },
+            None => None,
+        };
         if self.settings.jwks_url.is_none() {
             return Err(AuthFailureReason::no_key);
         }
         // Whether or not this call fetched, a concurrent fetch may have brought the key.
         self.refresh_jwks(false).await;
         if let Some(key) = self.cached_key(kid) {
-            return Ok(key);
+            return self.verify_with(token, &key);
         }
         let fetched = self.jwks.read().unwrap_or_else(|p| p.into_inner()).fetched;
-        Err(if fetched {
-            AuthFailureReason::unknown_kid
-        } else {
-            AuthFailureReason::no_key
+        Err(match (pem, fetched) {
+            (Some(reason), _) if kid.is_none() => reason,
+            (_, true) => AuthFailureReason::unknown_kid,
+            (Some(reason), false) => reason,
+            (None, false) => AuthFailureReason::no_key,
         })
     }
 
@@ -327,47 +376,60 @@ impl Verifier {
         if header.alg.as_deref() != Some("RS256") {
             return Err(R::bad_alg);
         }
-        let key = self.key_for(header.kid.as_deref()).await?;
-
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.leeway = self.settings.leeway_secs;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        // Clerk session tokens carry no `aud` unless a custom template adds one; we check none.
-        validation.validate_aud = false;
-        let mut required = vec!["exp"];
-        if let Some(issuer) = &self.settings.issuer {
-            validation.set_issuer(&[issuer]);
-            required.push("iss");
-        }
-        validation.set_required_spec_claims(&required);
-
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|err| {
-                match err.kind() {
-                    ErrorKind::InvalidSignature => R::bad_signature,
-                    ErrorKind::ExpiredSignature => R::expired,
-                    ErrorKind::ImmatureSignature => R::not_yet_valid,
-                    ErrorKind::InvalidIssuer => R::wrong_issuer,
-                    ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => R::wrong_issuer,
-                    ErrorKind::InvalidAlgorithm => R::bad_alg,
-                    _ => R::malformed,
-                }
-            })?;
-        let claims = data.claims;
-        let (Some(sub), Some(exp)) = (claims.sub.filter(|s| !s.is_empty()), claims.exp) else {
+        if header.crit.is_some() {
             return Err(R::malformed);
+        }
+        let claims = self.verify_signature(token, header.kid.as_deref()).await?;
+        self.check_claims(claims, SystemTime::now())
+    }
+
+    /// The claims of a token whose signature verified, checked against `now` (contract §2).
+    fn check_claims(&self, claims: Claims, now: SystemTime) -> Result<Session, AuthFailureReason> {
+        use AuthFailureReason as R;
+        let leeway = Duration::from_secs(self.settings.leeway_secs);
+        let text = |value: Option<serde_json::Value>| match value {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(R::malformed),
         };
-        if !self.settings.authorized_parties.is_empty() {
-            match &claims.azp {
-                Some(azp) if self.settings.authorized_parties.iter().any(|p| p == azp) => {}
-                _ => return Err(R::wrong_party),
-            }
+        let sub = text(claims.sub)?
+            .filter(|s| !s.is_empty())
+            .ok_or(R::malformed)?;
+        let exp = claims
+            .exp
+            .as_ref()
+            .map(|v| numeric_date(v).ok_or(R::malformed))
+            .transpose()?
+            .ok_or(R::malformed)?;
+        let valid_until = exp.checked_add(leeway).ok_or(R::malformed)?;
+        let nbf = claims
+            .nbf
+            .as_ref()
+            .map(|v| numeric_date(v).ok_or(R::malformed))
+            .transpose()?;
+        let iss = text(claims.iss)?;
+        let azp = text(claims.azp)?;
+        if now >= valid_until {
+            return Err(R::expired);
+        }
+        if let Some(nbf) = nbf
+            && now.checked_add(leeway).is_some_and(|late| nbf > late)
+        {
+            return Err(R::not_yet_valid);
+        }
+        if let Some(issuer) = &self.settings.issuer
+            && iss.as_deref() != Some(issuer.as_str())
+        {
+            return Err(R::wrong_issuer);
+        }
+        if !self.settings.authorized_parties.is_empty()
+            && !azp.is_some_and(|azp| self.settings.authorized_parties.contains(&azp))
+        {
+            return Err(R::wrong_party);
         }
         Ok(Session {
             user_id: sub,
-            valid_until: UNIX_EPOCH
-                + Duration::from_secs(exp.saturating_add(self.settings.leeway_secs)),
+            valid_until,
         })
     }
 }
@@ -458,17 +520,64 @@ mod tests {
 
     use super::*;
 
-    fn verifier() -> &'static Verifier {
-        static VERIFIER: OnceLock<Verifier> = OnceLock::new();
-        VERIFIER.get_or_init(|| {
-            let (_, public) = crate::dev::generate_rsa_pem().unwrap();
-            Verifier::new(AuthSettings {
-                pem: Some(public),
-                leeway_secs: 5,
-                ..AuthSettings::default()
-            })
-            .unwrap()
+    struct Fixture {
+        verifier: Verifier,
+        key: jsonwebtoken::EncodingKey,
+    }
+
+    fn fixture() -> &'static Fixture {
+        static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let (private, public) = crate::dev::generate_rsa_pem().unwrap();
+            Fixture {
+                verifier: Verifier::new(AuthSettings {
+                    pem: Some(public),
+                    issuer: Some("https://issuer.test".into()),
+                    leeway_secs: 5,
+                    ..AuthSettings::default()
+                })
+                .unwrap(),
+                key: jsonwebtoken::EncodingKey::from_rsa_pem(private.as_bytes()).unwrap(),
+            }
         })
+    }
+
+    fn verifier() -> &'static Verifier {
+        &fixture().verifier
+    }
+
+    /// A token with exactly this header and these claims, signed with the trusted key.
+    fn signed(header: serde_json::Value, claims: serde_json::Value) -> String {
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &fixture().key, Algorithm::RS256)
+            .unwrap();
+        format!("{message}.{sig}")
+    }
+
+    fn now_secs() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    }
+
+    fn claims_with(patch: serde_json::Value) -> serde_json::Value {
+        let mut claims = serde_json::json!({
+            "sub": "user_a", "iss": "https://issuer.test",
+            "exp": now_secs() as u64 + 600, "nbf": now_secs() as u64 - 1,
+        });
+        for (k, v) in patch.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        claims
+    }
+
+    fn rs256() -> serde_json::Value {
+        serde_json::json!({"alg": "RS256", "typ": "JWT"})
     }
 
     fn verify(token: &str) -> Result<Session, AuthFailureReason> {
@@ -499,6 +608,91 @@ mod tests {
                 prop_assert!(verify(&token).is_err());
             }
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever NumericDates a signed token carries (huge, fractional, negative, not
+        /// numbers), verification answers without panicking, and times the clock cannot
+        /// represent are `malformed`.
+        #[test]
+        fn any_exp_and_nbf_are_answered_without_panic(
+            exp in prop_oneof![
+                any::<u64>().prop_map(serde_json::Value::from),
+                (u64::MAX - 1000..=u64::MAX).prop_map(serde_json::Value::from),
+                any::<f64>().prop_filter("JSON numbers are finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                Just(serde_json::json!("soon")),
+                Just(serde_json::Value::Null),
+            ],
+            nbf in prop_oneof![
+                any::<u64>().prop_map(serde_json::Value::from),
+                (u64::MAX - 1000..=u64::MAX).prop_map(serde_json::Value::from),
+                any::<f64>().prop_filter("JSON numbers are finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+                Just(serde_json::json!([1])),
+            ],
+        ) {
+            let token = signed(rs256(), claims_with(serde_json::json!({"exp": exp, "nbf": nbf})));
+            let result = verify(&token);
+            if let Some(exp) = exp.as_u64().filter(|e| *e > 1u64 << 40) {
+                // Past the year 36,000: whatever the clock can hold, never a pass as expired.
+                prop_assert!(result.is_ok() || result.as_ref().unwrap_err() != &AuthFailureReason::expired, "{exp}");
+            }
+            if exp.as_u64().is_some_and(|e| e > u64::MAX - 1000) {
+                prop_assert_eq!(result.unwrap_err(), AuthFailureReason::malformed);
+            }
+        }
+    }
+
+    #[test]
+    fn claims_are_strict_and_numeric_dates_alike() {
+        let now = now_secs();
+        // Fractional exp and nbf: accepted alike.
+        let ok = signed(
+            rs256(),
+            claims_with(serde_json::json!({"exp": now + 600.5, "nbf": now - 1.25})),
+        );
+        assert_eq!(verify(&ok).unwrap().user_id, "user_a");
+        let early = signed(
+            rs256(),
+            claims_with(serde_json::json!({"nbf": now + 120.5})),
+        );
+        assert_eq!(
+            verify(&early).unwrap_err(),
+            AuthFailureReason::not_yet_valid
+        );
+        let late = signed(rs256(), claims_with(serde_json::json!({"exp": now - 60.5})));
+        assert_eq!(verify(&late).unwrap_err(), AuthFailureReason::expired);
+        // exp past what the clock can hold, with or without the leeway: malformed, no panic.
+        for exp in [u64::MAX, u64::MAX - 5, 1u64 << 63] {
+            let far = signed(rs256(), claims_with(serde_json::json!({"exp": exp})));
+            assert_eq!(
+                verify(&far).unwrap_err(),
+                AuthFailureReason::malformed,
+                "{exp}"
+            );
+        }
+        let far_nbf = signed(rs256(), claims_with(serde_json::json!({"nbf": u64::MAX})));
+        assert_eq!(verify(&far_nbf).unwrap_err(), AuthFailureReason::malformed);
+        // iss must be a string, even one that lists the right issuer.
+        let array = signed(
+            rs256(),
+            claims_with(serde_json::json!({"iss": ["https://issuer.test"]})),
+        );
+        assert_eq!(verify(&array).unwrap_err(), AuthFailureReason::malformed);
+        let number_sub = signed(rs256(), claims_with(serde_json::json!({"sub": 42})));
+        assert_eq!(
+            verify(&number_sub).unwrap_err(),
+            AuthFailureReason::malformed
+        );
+        // A critical extension we do not understand: rejected (RFC 7515 §4.1.11).
+        let crit = signed(
+            serde_json::json!({"alg": "RS256", "typ": "JWT", "crit": ["exp"], "exp": 1}),
+            claims_with(serde_json::json!({})),
+        );
+        assert_eq!(verify(&crit).unwrap_err(), AuthFailureReason::malformed);
+        assert!(verify(&signed(rs256(), claims_with(serde_json::json!({})))).is_ok());
     }
 
     #[test]

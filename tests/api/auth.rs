@@ -355,6 +355,12 @@ fn serve_jwks(
 ) -> poem::Response {
     fetches.fetch_add(1, Ordering::SeqCst);
     let body = keys.lock().unwrap().clone();
+    if let Some(status) = body.as_u64() {
+        // Outage mode: this status, no keys.
+        return poem::Response::builder()
+            .status(poem::http::StatusCode::from_u16(status as u16).unwrap())
+            .body("down");
+    }
     if body.is_string() {
         // Garbage mode.
         return poem::Response::builder().body(body.as_str().unwrap().to_owned());
@@ -503,6 +509,63 @@ async fn jwks_rotation_without_restart_or_refetch_storm() {
     )
     .await;
     assert_eq!(status, 401, "the removed key no longer verifies");
+}
+
+#[tokio::test]
+async fn a_pem_key_and_a_jwks_together_follow_a_key_rotation_without_restart() {
+    // The JWKS is down at start; the PEM key (CLERK_JWT_KEY) verifies meanwhile.
+    let jwks = jwks_server(json!(503)).await;
+    let url = jwks.url.clone();
+    let app = spawn_app_with(Backend::Redis, move |c| {
+        c.clerk_jwt_key = Some(keys().public_pem.clone());
+        c.clerk_jwks_url = Some(url);
+    })
+    .await;
+    let job = app.job("user_a", "code").await;
+    let path = format!("/api/jobs/{job}/logs");
+    let bearer_status = |token: String| {
+        let app = &app;
+        let path = path.clone();
+        async move {
+            status_with(
+                app,
+                &path,
+                Some(("Authorization", format!("Bearer {token}"))),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(
+        bearer_status(token("user_a")).await,
+        200,
+        "the PEM key verifies"
+    );
+
+    // Clerk rotates: the JWKS now publishes a new key under a new kid. A token under it is
+    // rejected by the PEM key; its kid makes the JWKS be fetched again (the failed start-up
+    // fetch was no fetch), and within a few seconds it verifies, with no restart.
+    *jwks.keys.lock().unwrap() = json!({"keys": [jwk(&other_public(), "kid-rotated")]});
+    let rotated = buildlogs::dev::Signer::from_pem(&other_private(), Some("kid-rotated"))
+        .unwrap()
+        .sign(&json!({"sub": "user_a", "exp": now() + 600}));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if bearer_status(rotated.clone()).await == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a token under the rotated key never verified"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The PEM key still verifies its own tokens; a stranger's key under a new kid does not.
+    assert_eq!(bearer_status(token("user_a")).await, 200);
+    let stranger = keys()
+        .other_signer
+        .sign(&json!({"sub": "user_a", "exp": now() + 600}));
+    assert_eq!(bearer_status(stranger).await, 401);
 }
 
 #[tokio::test]
