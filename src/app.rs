@@ -29,7 +29,7 @@ use crate::{
     fanout::{Hub, hub::HubSettings},
     limits::StreamLimits,
     server,
-    store::{LogStore, memory::MemoryStore, redis::RedisStore},
+    store::{LogStore, StoreError, memory::MemoryStore, redis::RedisStore},
     stream::{StreamContext, StreamSettings},
     telemetry::{AuthFailureReason, Metrics, RequestMetrics},
 };
@@ -96,10 +96,20 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn LogStore> = match &config.redis_url {
-            Some(url) => Arc::new(
-                RedisStore::new(url, config.redis_pool_size, metrics.clone())
-                    .context("REDIS_URL is not usable")?,
-            ),
+            Some(url) => {
+                let store = RedisStore::new(url, config.redis_pool_size, metrics.clone())
+                    .context("REDIS_URL is not usable")?;
+                match store.preflight().await {
+                    Ok(()) => {}
+                    Err(StoreError::Incompatible(why)) => anyhow::bail!(why),
+                    // Down for now: start anyway and connect when it is back. Its version is
+                    // checked at the next start; the README says which versions work.
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not check Redis's version at start")
+                    }
+                }
+                Arc::new(store)
+            }
             None => {
                 tracing::warn!(
                     "REDIS_URL is not set: using the embedded in-process store (one instance only; \

@@ -119,7 +119,8 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
         match err {
             crate::store::StoreError::Unavailable(_) => Self::StoreUnavailable,
-            crate::store::StoreError::Other(detail) => {
+            crate::store::StoreError::Other(detail)
+            | crate::store::StoreError::Incompatible(detail) => {
                 tracing::error!(%detail, "store error");
                 Self::Internal
             }

@@ -3,19 +3,33 @@
 //! It mirrors the Redis semantics the service relies on: `<ms>-<seq>` ids that only grow,
 //! exclusive ranges, `MAXLEN` trimming with `XINFO`-style bookkeeping (`entries-added`,
 //! `first-entry`), key expiry, and blocking reads that wake the moment a line is appended.
+//!
+//! And Redis's retention: a stream expires a TTL (the runner's 24 h) after its last write, and
+//! a job record goes once its stream is gone and the record itself was not written for the
+//! retention period. A periodic sweep drops both, so a `--dev` left running for a week holds
+//! about one day of demo jobs. Expiry runs on tokio's clock, so tests can fast-forward it.
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use async_trait::async_trait;
 use futures_util::{StreamExt, stream::BoxStream};
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::{
+    sync::{Notify, broadcast, watch},
+    time::Instant,
+};
 
 use super::{Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, StoreResult, StreamInfo};
-use crate::ids::{JobId, StreamId};
+use crate::{
+    ids::{JobId, StreamId},
+    writer::RUNNER_TTL,
+};
+
+/// How often the sweep drops expired streams and forgotten job records.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct MemStream {
@@ -26,15 +40,32 @@ struct MemStream {
     expires_at: Option<Instant>,
 }
 
-#[derive(Default)]
+/// A job record and when it was last written.
+struct Record {
+    fields: HashMap<String, String>,
+    written: Instant,
+}
+
 struct State {
-    jobs: HashMap<JobId, HashMap<String, String>>,
+    jobs: HashMap<JobId, Record>,
     streams: HashMap<JobId, MemStream>,
+    /// A record whose stream is gone goes once it was not written for this long.
+    retention: Duration,
 }
 
 impl State {
+    /// Drops expired streams, and the records of jobs with no stream left that were not
+    /// written for the retention period.
+    fn sweep(&mut self, now: Instant) {
+        self.streams
+            .retain(|_, s| s.expires_at.is_none_or(|at| at > now));
+        let (streams, retention) = (&self.streams, self.retention);
+        self.jobs
+            .retain(|job, record| streams.contains_key(job) || record.written + retention > now);
+    }
+
     fn job(&self, job: &JobId) -> Option<Job> {
-        self.jobs.get(job).map(|record| Job {
+        self.jobs.get(job).map(|Record { fields: record, .. }| Job {
             user_id: record.get("user_id").cloned().unwrap_or_default(),
             status: JobStatus(record.get("status").cloned().unwrap_or_default()),
         })
@@ -69,12 +100,44 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// A store keeping records as long as Redis keeps the runner's keys (24 h). Within a tokio
+    /// runtime it sweeps itself periodically until it is dropped.
     pub fn new() -> Self {
-        Self {
-            state: Arc::default(),
+        Self::with_retention(RUNNER_TTL, SWEEP_EVERY)
+    }
+
+    /// A store whose job records outlive their stream by `retention`, swept every `every`.
+    pub fn with_retention(retention: Duration, every: Duration) -> Self {
+        let store = Self {
+            state: Arc::new(Mutex::new(State {
+                jobs: HashMap::new(),
+                streams: HashMap::new(),
+                retention,
+            })),
             appended: watch::Sender::new(0),
             events: broadcast::Sender::new(1024),
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let state = Arc::downgrade(&store.state);
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let Some(state) = state.upgrade() else { return };
+                    state
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .sweep(Instant::now());
+                }
+            });
         }
+        store
+    }
+
+    /// Job records and streams held (expired ones included until swept).
+    pub fn held(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.jobs.len(), state.streams.len())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -219,9 +282,15 @@ impl LogStore for MemoryStore {
 
     async fn put_job(&self, job: &JobId, fields: Fields<'_>) -> StoreResult<()> {
         let mut state = self.lock();
-        let record = state.jobs.entry(job.clone()).or_default();
+        let record = state.jobs.entry(job.clone()).or_insert_with(|| Record {
+            fields: HashMap::new(),
+            written: Instant::now(),
+        });
+        record.written = Instant::now();
         for (name, value) in fields {
-            record.insert((*name).to_owned(), (*value).to_owned());
+            record
+                .fields
+                .insert((*name).to_owned(), (*value).to_owned());
         }
         Ok(())
     }
@@ -296,5 +365,63 @@ impl LiveReader for MemoryLiveReader {
         // wait is not lost.
         self.interrupted.notify_one();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::{LogWriter, Source};
+
+    /// Retention on a fast-forwarded clock: a stream goes 24 h after its last write, a record
+    /// once its stream is gone and it was not written for 24 h.
+    #[tokio::test(start_paused = true)]
+    async fn streams_and_records_expire_as_redis_keeps_them() {
+        let store = MemoryStore::with_retention(RUNNER_TTL, Duration::from_secs(60));
+        let writer = LogWriter::new(Arc::new(store.clone()));
+        let hour = Duration::from_secs(3600);
+        let (a, b) = (JobId::parse("a").unwrap(), JobId::parse("b").unwrap());
+        writer.create_job(&a, "user_a", "code").await.unwrap();
+        writer
+            .append(&a, Source::Stdout, "build", "one")
+            .await
+            .unwrap();
+        writer.create_job(&b, "user_a", "queued").await.unwrap();
+        // Lets the sweeper run at the clock's new time.
+        let pass = |d| async move {
+            tokio::time::advance(d).await;
+            tokio::time::sleep(Duration::from_secs(61)).await;
+        };
+
+        pass(23 * hour).await;
+        assert_eq!(store.held(), (2, 1), "nothing expires within 24 h");
+        writer
+            .append(&a, Source::Stdout, "build", "two")
+            .await
+            .unwrap();
+
+        pass(2 * hour).await;
+        assert_eq!(
+            store.held(),
+            (1, 1),
+            "b's record went: no stream, 25 h unwritten"
+        );
+        assert!(store.job(&b).await.unwrap().is_none());
+        assert_eq!(
+            store
+                .range_after(&a, StreamId::ZERO, 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+
+        pass(24 * hour).await;
+        assert_eq!(
+            store.held(),
+            (0, 0),
+            "a's stream expired 24 h after its last line, then its record"
+        );
+        assert!(store.job(&a).await.unwrap().is_none());
     }
 }

@@ -94,6 +94,9 @@ pub enum StoreError {
     /// The store answered with something we cannot use.
     #[error("store error: {0}")]
     Other(String),
+    /// The store is not one buildlogs can work with (too old a Redis).
+    #[error("{0}")]
+    Incompatible(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -109,6 +112,12 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Whether the store answers at all (`/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Checks at start that the store can do what the service needs: `Incompatible` refuses
+    /// to start, `Unavailable` does not (the service starts and connects when it can).
+    async fn preflight(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     /// The job record, or `None` when there is no such job (a key of another type included).
     async fn job(&self, job: &JobId) -> StoreResult<Option<Job>>;

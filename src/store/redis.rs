@@ -139,6 +139,13 @@ impl LogStore for RedisStore {
             .map(drop)
     }
 
+    async fn preflight(&self) -> StoreResult<()> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("server");
+        let info: String = self.query("INFO", &cmd).await?;
+        check_version(&info)
+    }
+
     async fn job(&self, job: &JobId) -> StoreResult<Option<Job>> {
         Ok(self.jobs(std::slice::from_ref(job)).await?.pop().flatten())
     }
@@ -421,6 +428,30 @@ impl LiveReader for RedisLiveReader {
     }
 }
 
+/// The oldest Redis whose `XINFO STREAM` has the trim bookkeeping `reset` needs
+/// (`entries-added`, `max-deleted-entry-id`).
+const MIN_VERSION: (u32, u32) = (7, 0);
+
+/// Refuses a Redis older than [`MIN_VERSION`], from its `INFO server` text.
+fn check_version(info: &str) -> StoreResult<()> {
+    let found = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .ok_or_else(|| StoreError::Other("INFO server has no redis_version".into()))?;
+    let mut parts = found.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if version < MIN_VERSION {
+        return Err(StoreError::Incompatible(format!(
+            "REDIS_URL names Redis {found}, but buildlogs needs Redis {}.{} or newer: older \
+             versions' XINFO STREAM lacks the trim bookkeeping (entries-added, \
+             max-deleted-entry-id) that resuming a stream relies on",
+            MIN_VERSION.0, MIN_VERSION.1
+        )));
+    }
+    Ok(())
+}
+
 fn text(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
@@ -570,5 +601,29 @@ fn int(value: &Value) -> StoreResult<u64> {
         other => text(other)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| bad_reply("integer")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_older_than_7_is_refused_with_both_versions_named() {
+        for ok in ["7.0.0", "7.0.15", "7.2.4", "8.0.1", "10.1"] {
+            assert!(
+                check_version(&format!(
+                    "# Server\r\nredis_version:{ok}\r\nredis_mode:standalone\r\n"
+                ))
+                .is_ok(),
+                "{ok}"
+            );
+        }
+        for old in ["6.2.14", "6.0.0", "5.0.7", "garbage"] {
+            let err = check_version(&format!("redis_version:{old}\r\n")).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, StoreError::Incompatible(_)), "{old}: {msg}");
+            assert!(msg.contains(old) && msg.contains("7.0 or newer"), "{msg}");
+        }
     }
 }
