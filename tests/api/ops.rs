@@ -173,12 +173,22 @@ async fn stream_caps_are_429_with_retry_after_and_free_on_close() {
     let line = app.lines(&job, 1).await;
     assert_eq!(a1.next_non_heartbeat().await.unwrap().id.unwrap(), line[0]);
 
-    // A response that ends at once is never refused.
+    // A response that ends at once is never refused: start + done, and a 204.
     let done_job = app.job("user_a", "ready").await;
+    let done_ids = app.lines(&done_job, 3).await;
     let mut finished = app.stream(&done_job, &token("user_a"), None).await;
     assert_eq!(finished.status, 200);
     finished.start().await;
     assert_eq!(finished.next_within(5).await.unwrap().event, "done");
+    let nothing_left = app
+        .stream(&done_job, &token("user_a"), Some(&done_ids[2]))
+        .await;
+    assert_eq!(nothing_left.status, 204);
+    // But a resume of a finished job that still has lines to send is a stream like any other.
+    let resumed = app
+        .stream(&done_job, &token("user_a"), Some(&done_ids[0]))
+        .await;
+    assert_eq!(resumed.status, 429, "a finished job's remaining lines take a slot");
 
     // Closing a stream frees its slot.
     drop(a2);

@@ -371,6 +371,45 @@ async fn reset_when_the_resume_point_was_trimmed() {
 }
 
 #[tokio::test]
+async fn a_position_past_the_end_resets_and_sends_every_retained_line() {
+    let app = spawn_app().await;
+    let job = app.job("user_a", "code").await;
+    let ids = app.lines(&job, 3).await;
+    // Positions this stream never had: just past its last id (a stream deleted and written
+    // anew), and far past it (another job's id).
+    let last: buildlogs::ids::StreamId = ids[2].parse().unwrap();
+    let past = last.next().to_string();
+    let mut retained = ids.clone();
+    for position in [past.as_str(), "99999999999999-0"] {
+        let mut sse = app.stream(&job, &token("user_a"), Some(position)).await;
+        let start = sse.start().await;
+        assert_eq!(start.id.as_deref(), Some("0-0"), "the stream starts over");
+        assert_eq!(start.json()["history_cursor"], "0-1");
+        let reset = sse.next_within(5).await.unwrap();
+        assert_eq!(reset.event, "reset");
+        assert!(reset.id.is_none());
+        assert_eq!(
+            reset.json(),
+            json!({"reason": "unknown_position", "oldest_id": ids[0]})
+        );
+        let mut got = Vec::new();
+        for _ in 0..retained.len() {
+            got.push(sse.next_non_heartbeat().await.unwrap().id.unwrap());
+        }
+        assert_eq!(got, retained, "every retained line, not silence");
+        // Then live, not swallowed until the ids pass the bogus position.
+        let new = app.lines(&job, 1).await;
+        assert_eq!(sse.next_non_heartbeat().await.unwrap().id.unwrap(), new[0]);
+        retained.extend(new);
+    }
+    // A finished job answers such a position with 204, like any resume with nothing after it.
+    let done = app.job("user_a", "ready").await;
+    app.lines(&done, 2).await;
+    let sse = app.stream(&done, &token("user_a"), Some("99999999999999-0")).await;
+    assert_eq!(sse.status, 204);
+}
+
+#[tokio::test]
 async fn reset_after_xdel_and_after_the_stream_expired() {
     let app = spawn_app().await;
     let job = app.job("user_a", "code").await;
