@@ -152,3 +152,72 @@ async fn redis_unreachable_for_a_while() {
     app.await_metric("buildlogs_open_streams", 0.0).await;
     app.await_metric("buildlogs_live_jobs", 0.0).await;
 }
+
+#[tokio::test]
+async fn redis_hanging_sigstop_then_back() {
+    let mut app = spawn_app().await;
+    let job = app.job("user_a", "code").await;
+    let mut sse = app.stream(&job, &token("user_a"), None).await;
+    sse.start().await;
+    let mut expected = app.lines(&job, 20).await;
+    let mut got = read_ids(&mut sse, 20).await;
+
+    // Redis hangs: its sockets stay open and nothing answers.
+    app.redis.as_ref().unwrap().pause();
+    let bearer = format!("Bearer {}", token("user_a"));
+    let timed = |status: u16, started: std::time::Instant, what: &str| {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: {status} after {:?}, not within 5 s",
+            started.elapsed()
+        );
+    };
+    let started = std::time::Instant::now();
+    let status = app.client().get("/readyz").send().await.0.status().as_u16();
+    assert_eq!(status, 503, "readiness");
+    timed(status, started, "readyz");
+    let started = std::time::Instant::now();
+    let resp = app
+        .client()
+        .get(format!("/api/jobs/{job}/logs"))
+        .header("Authorization", bearer.clone())
+        .send()
+        .await;
+    let status = resp.0.status().as_u16();
+    assert_eq!(status, 503, "history");
+    timed(status, started, "history");
+    assert!(resp.0.headers().contains_key("retry-after"));
+    // What needs no Redis answers at once; a new stream is a 503 within the bound too.
+    let started = std::time::Instant::now();
+    assert_eq!(app.client().get("/healthz").send().await.0.status(), 200);
+    assert_eq!(app.client().get("/metrics").send().await.0.status(), 200);
+    timed(200, started, "healthz and metrics");
+    let started = std::time::Instant::now();
+    let refused = app.stream(&job, &token("user_a"), None).await;
+    assert_eq!(refused.status, 503);
+    timed(503, started, "a new stream");
+    drop(refused);
+    // Hung long enough for the live reader's blocking read to time out.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+
+    app.redis.as_ref().unwrap().resume();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while app.client().get("/readyz").send().await.0.status() != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "ready again after SIGCONT");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    expected.extend(app.lines(&job, 20).await);
+    got.extend(read_ids(&mut sse, 20).await);
+    assert_eq!(got, expected, "the open stream waited and carried on, nothing lost");
+    let resp = app
+        .client()
+        .get(format!("/api/jobs/{job}/logs?limit=500"))
+        .header("Authorization", bearer)
+        .send()
+        .await;
+    assert_eq!(resp.0.status(), 200, "history recovered alone");
+    app.writer.set_status(&job, "ready", "").await.unwrap();
+    let (rest, done) = sse.until_done().await;
+    assert!(rest.is_empty() && done.is_some());
+    let _ = app.shutdown().await;
+}
