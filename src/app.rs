@@ -11,8 +11,7 @@ use poem::{
     Endpoint, EndpointExt, IntoResponse, Response, Route,
     endpoint::ToDynEndpoint,
     get, handler,
-    http::{Method, StatusCode},
-    middleware::Cors,
+    http::StatusCode,
     web::{Data, Redirect},
 };
 use tokio::net::TcpListener;
@@ -25,6 +24,7 @@ use crate::{
     },
     auth::{AuthContext, AuthSettings, Verifier},
     config::Config,
+    cors::Cors,
     error::ApiError,
     fanout::{Hub, hub::HubSettings},
     limits::StreamLimits,
@@ -184,67 +184,108 @@ impl App {
         let service = api::service();
         let docs = service.swagger_ui();
         let auth: Arc<dyn AuthContext> = self.state.clone();
-        let cors = (!self.state.config.cors_allowed_origins.is_empty()).then(|| {
-            Cors::new()
-                .allow_origins(
-                    self.state
-                        .config
-                        .cors_allowed_origins
-                        .iter()
-                        .map(String::as_str),
-                )
-                .allow_methods([Method::GET, Method::OPTIONS])
-                .allow_headers(["authorization", "last-event-id", "cache-control"])
-                .expose_headers(["retry-after"])
-                .allow_credentials(true)
-                .max_age(600)
-        });
-        Route::new()
+        let cors = (!self.state.config.cors_allowed_origins.is_empty())
+            .then(|| Cors::new(&self.state.config.cors_allowed_origins));
+        let mut routes = Route::new()
             .nest("/", service)
             .nest("/docs", docs)
             .at("/openapi.json", get(openapi_json))
-            .at("/healthz", get(healthz))
-            .at("/readyz", get(readyz))
-            .at("/metrics", get(metrics_text))
-            .at("/", get(index))
-            .with_if(cors.is_some(), cors.unwrap_or_default())
+            .at("/", get(index));
+        routes = ops_routes(routes, self.state.config.metrics_addr.is_none());
+        routes
             .catch_all_error(
                 |err: poem::Error| async move { problem_response(&from_extractor(&err)) },
             )
+            .with_if(cors.is_some(), cors.unwrap_or_else(|| Cors::new(&[])))
             .with(RequestMetrics(self.state.metrics().clone()))
             .data(self.state.clone())
             .data(auth)
             .map_to_response()
     }
 
+    /// The private operations listener (`METRICS_ADDR`): `/metrics`, `/healthz`, `/readyz`.
+    fn ops_endpoint(&self) -> impl Endpoint<Output = Response> + use<> {
+        ops_routes(Route::new(), true)
+            .catch_all_error(
+                |err: poem::Error| async move { problem_response(&from_extractor(&err)) },
+            )
+            .data(self.state.clone())
+            .map_to_response()
+    }
+
     /// Serves until `signal` resolves, then ends every stream and stops within the grace period.
+    /// With a metrics listener (`METRICS_ADDR`), `/metrics` is served there and not on the API
+    /// listener.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listeners: impl Into<Listeners>,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let Listeners { api, metrics } = listeners.into();
         let token = self.state.shutdown().clone();
         let watcher = tokio::spawn(async move {
             signal.await;
             tracing::info!("shutting down: ending open streams");
             token.cancel();
         });
-        if let Ok(addr) = listener.local_addr() {
+        if let Ok(addr) = api.local_addr() {
             tracing::info!(%addr, store = self.state.store().backend(), "buildlogs listening");
         }
+        let settings = server::Settings {
+            stall_limit: Duration::from_secs(self.state.config.stream_stall_secs),
+            idle_timeout: Duration::from_secs(self.state.config.idle_timeout_secs),
+        };
+        let ops = metrics.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "metrics, health and readiness listening");
+            }
+            tokio::spawn(server::run(
+                listener,
+                Arc::new(ToDynEndpoint(self.ops_endpoint())),
+                settings,
+                self.state.shutdown().clone(),
+                SHUTDOWN_GRACE,
+            ))
+        });
         let result = server::run(
-            listener,
+            api,
             Arc::new(ToDynEndpoint(self.endpoint())),
-            server::Settings {
-                stall_limit: Duration::from_secs(self.state.config.stream_stall_secs),
-            },
+            settings,
             self.state.shutdown().clone(),
             SHUTDOWN_GRACE,
         )
         .await;
         watcher.abort();
         self.state.shutdown().cancel();
+        if let Some(ops) = ops {
+            let _ = ops.await;
+        }
         result
+    }
+}
+
+/// Where the app listens: the API, and optionally a private listener for `/metrics`,
+/// `/healthz` and `/readyz` (`METRICS_ADDR`).
+pub struct Listeners {
+    pub api: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(api: TcpListener) -> Self {
+        Self { api, metrics: None }
+    }
+}
+
+/// `/healthz` and `/readyz`, and `/metrics` when `with_metrics`.
+fn ops_routes(routes: Route, with_metrics: bool) -> Route {
+    let routes = routes
+        .at("/healthz", get(healthz))
+        .at("/readyz", get(readyz));
+    if with_metrics {
+        routes.at("/metrics", get(metrics_text))
+    } else {
+        routes
     }
 }
 

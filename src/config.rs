@@ -91,6 +91,17 @@ pub struct Config {
     #[arg(long, env = "VIEWER_MAX_LAG", default_value_t = 20_000)]
     pub viewer_max_lag: usize,
 
+    /// Also serve `/metrics`, `/healthz` and `/readyz` on this address (a private port, as
+    /// Prometheus deployments expect); `/metrics` then leaves the API listener. Unset: all on
+    /// `LISTEN_ADDR`.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// A connection with no request in flight for this many seconds is closed (HTTP/2: GOAWAY),
+    /// and so is one whose request head takes longer.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_secs: u64,
+
     /// Comma-separated origins allowed by CORS (for browsers on another origin). Unset: no CORS.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
@@ -135,6 +146,8 @@ impl Default for Config {
             viewer_max_lag: 20_000,
             cors_allowed_origins: Vec::new(),
             stream_stall_secs: 30,
+            metrics_addr: None,
+            idle_timeout_secs: 30,
             dev: false,
             dev_job_every_secs: 60,
             dev_demo_secs: 50,

@@ -19,6 +19,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod dev;
 pub mod error;
 pub mod fanout;

@@ -6,6 +6,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context as _;
 use buildlogs::{
     App,
+    app::Listeners,
     config::{Cli, Command, Config},
     dev, telemetry,
 };
@@ -43,11 +44,23 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
     let addr = listener.local_addr().unwrap_or(config.listen_addr);
+    let metrics = match config.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?,
+        ),
+        None => None,
+    };
     let app = App::build(config).await?;
     if let Some(kit) = kit {
         kit.start(app.state(), addr).await?;
     }
-    app.serve(listener, shutdown_signal()).await?;
+    let listeners = Listeners {
+        api: listener,
+        metrics,
+    };
+    app.serve(listeners, shutdown_signal()).await?;
     Ok(())
 }
 

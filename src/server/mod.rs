@@ -44,7 +44,7 @@ use hyper_util::{
 use poem::{
     Addr, Response,
     endpoint::DynEndpoint,
-    http::{Method, Version, uri::Scheme},
+    http::{Method, StatusCode, Version, header, uri::Scheme},
     web::{LocalAddr, RemoteAddr},
 };
 use tokio::{net::TcpListener, sync::Notify};
@@ -56,12 +56,6 @@ use self::{
 };
 use crate::wire::sse::StreamEnds;
 
-/// How long a new connection may take to send its first bytes; hyper then bounds the rest of
-/// the request head (and every later one on a keep-alive connection) with its own 30 s timeout.
-const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
-/// An HTTP/2 connection with no request in flight for this long is closed (GOAWAY), as an
-/// idle HTTP/1 connection is by hyper's header timeout.
-const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head (HTTP/1: 431 past it) or header list (HTTP/2).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// HTTP/2 pings an otherwise quiet connection this often, and closes it when a ping goes
@@ -78,6 +72,11 @@ pub struct Settings {
     /// An event stream whose client reads nothing for this long, while there is data to send,
     /// is ended (`STREAM_STALL_SECS`).
     pub stall_limit: Duration,
+    /// A connection with no request in flight for this long is closed, and so is one whose
+    /// request head or header block takes longer (`IDLE_TIMEOUT_SECS`): a new connection's
+    /// first bytes, hyper's header timeout on HTTP/1 (which also closes a keep-alive connection
+    /// waiting that long for its next request), the idle check on HTTP/2.
+    pub idle_timeout: Duration,
 }
 
 /// Both protocol builders, configured once and shared by every connection.
@@ -87,13 +86,14 @@ struct Protocols {
 }
 
 impl Protocols {
-    fn new() -> Self {
+    fn new(settings: &Settings) -> Self {
         let mut http1 = http1::Builder::new();
         // The timer bounds how long a request head may take (slow-loris) and how long a
         // keep-alive connection may sit between requests. Half-close: never read while a
         // response is in flight (see the module docs).
         http1
             .timer(TokioTimer::new())
+            .header_read_timeout(settings.idle_timeout)
             .half_close(true)
             .max_buf_size(MAX_HEAD_BYTES);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
@@ -117,7 +117,7 @@ pub async fn run(
     grace: Duration,
 ) -> stdio::Result<()> {
     let local = listener.local_addr()?;
-    let protocols = Arc::new(Protocols::new());
+    let protocols = Arc::new(Protocols::new(&settings));
     let tracker = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -169,7 +169,7 @@ impl Connection {
     async fn serve(self, io: Socket, protocols: Arc<Protocols>) {
         let h2 = tokio::select! {
             () = self.shutdown.cancelled() => return,
-            sniffed = tokio::time::timeout(FIRST_BYTES_TIMEOUT, io.speaks_h2()) => match sniffed {
+            sniffed = tokio::time::timeout(self.settings.idle_timeout, io.speaks_h2()) => match sniffed {
                 Ok(Ok(h2)) => h2,
                 // Silent past the timeout, or the socket failed: nothing to answer.
                 Err(_) | Ok(Err(_)) => return,
@@ -187,7 +187,7 @@ impl Connection {
             // Boxed: an HTTP/2 connection's state is large and rare here, and inline it would
             // size every HTTP/1 connection's task too.
             let conn = Box::pin(protocols.http2.serve_connection(TokioIo::new(io), service));
-            drive_h2(conn, &state, &shutdown).await;
+            drive_h2(conn, &state, limits.idle_timeout, &shutdown).await;
             return;
         }
         let socket = io.tcp();
@@ -272,6 +272,16 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
         let in_flight = self.state.request();
+        if req.version() < Version::HTTP_2 && head_size(&req) > MAX_HEAD_BYTES {
+            // hyper bounds what it buffers, but may take a head a little past the bound in
+            // one read: refuse those exactly as it refuses longer ones.
+            let resp = hyper::Response::builder()
+                .status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+                .header(header::CONNECTION, "close")
+                .body(BoxBody::default())
+                .expect("a static response");
+            return Box::pin(async move { Ok(into_hyper_parts(resp, in_flight)) });
+        }
         let version = req.version();
         let detach = self.detach.clone().filter(|_| {
             req.method() == Method::GET && matches!(version, Version::HTTP_11 | Version::HTTP_10)
@@ -320,11 +330,28 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
 
 /// The response for hyper, its body holding `in_flight` until hyper drops it.
 fn into_hyper(resp: Response, in_flight: InFlight) -> hyper::Response<Tracked> {
-    let resp: hyper::Response<BoxBody<Bytes, stdio::Error>> = resp.into();
+    into_hyper_parts(resp.into(), in_flight)
+}
+
+fn into_hyper_parts(
+    resp: hyper::Response<BoxBody<Bytes, stdio::Error>>,
+    in_flight: InFlight,
+) -> hyper::Response<Tracked> {
     resp.map(|body| Tracked {
         body,
         _in_flight: in_flight,
     })
+}
+
+/// The size of an HTTP/1 request's head as it came: request line, header lines, blank line.
+fn head_size<B>(req: &hyper::Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    line + fields + 2
 }
 
 /// A response body that keeps its request in flight until hyper lets it go (after writing its
@@ -375,10 +402,14 @@ where
 }
 
 /// Runs an HTTP/2 connection to its end: closed (GOAWAY) once no request has been in flight
-/// for [`H2_IDLE_TIMEOUT`], which also bounds a header block that never completes; at
-/// shutdown, lets it finish the responses under way and close.
-async fn drive_h2<C>(mut conn: Pin<Box<C>>, state: &ConnState, shutdown: &CancellationToken)
-where
+/// for `idle`, which also bounds a header block that never completes; at shutdown, lets it
+/// finish the responses under way and close.
+async fn drive_h2<C>(
+    mut conn: Pin<Box<C>>,
+    state: &ConnState,
+    idle: Duration,
+    shutdown: &CancellationToken,
+) where
     C: GracefulConnection<Error: std::fmt::Display>,
 {
     let mut idle_check = tokio::time::interval(Duration::from_secs(1));
@@ -390,7 +421,7 @@ where
                 break conn.await;
             }
             _ = idle_check.tick() => {
-                if state.idle_for(H2_IDLE_TIMEOUT) {
+                if state.idle_for(idle) {
                     tracing::debug!("closing an idle HTTP/2 connection");
                     conn.as_mut().graceful_shutdown();
                     // The GOAWAY is sent; a peer that holds the connection open regardless

@@ -263,6 +263,8 @@ pub fn test_config() -> Config {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
+    /// The private listener's base URL, when `METRICS_ADDR` is configured.
+    pub metrics_base: Option<String>,
     pub state: Arc<AppState>,
     pub store: Arc<dyn LogStore>,
     pub memory: Option<MemoryStore>,
@@ -298,6 +300,7 @@ pub async fn spawn_with_config(config: Config, redis: Option<RedisServer>) -> Te
             (Arc::new(memory.clone()), Some(memory))
         }
     };
+    let config_metrics = config.metrics_addr.is_some();
     let app = App::with_store(config, store.clone(), metrics)
         .await
         .unwrap();
@@ -305,13 +308,25 @@ pub async fn spawn_with_config(config: Config, redis: Option<RedisServer>) -> Te
     let client_state = state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let metrics = match config_metrics {
+        true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        false => None,
+    };
+    let metrics_base = metrics
+        .as_ref()
+        .map(|l| format!("http://{}", l.local_addr().unwrap()));
     let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.serve(listener, async move {
+    let listeners = buildlogs::app::Listeners {
+        api: listener,
+        metrics,
+    };
+    let server = tokio::spawn(app.serve(listeners, async move {
         let _ = rx.await;
     }));
     TestApp {
         addr,
         base: format!("http://{addr}"),
+        metrics_base,
         writer: LogWriter::new(store.clone()),
         store,
         memory,
@@ -351,9 +366,10 @@ impl TestApp {
     }
 
     pub async fn metric(&self, name: &str) -> f64 {
+        let base = self.metrics_base.as_deref().unwrap_or(&self.base);
         let text = self
             .http
-            .get(self.url("/metrics"))
+            .get(format!("{base}/metrics"))
             .send()
             .await
             .unwrap()

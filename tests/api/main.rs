@@ -5,6 +5,7 @@ mod auth;
 mod dev_mode;
 mod edge;
 mod fanout;
+mod hardening;
 #[allow(dead_code)] // shared with the drills binary, which uses other parts
 mod helpers;
 mod history;

@@ -188,7 +188,10 @@ async fn stream_caps_are_429_with_retry_after_and_free_on_close() {
     let resumed = app
         .stream(&done_job, &token("user_a"), Some(&done_ids[0]))
         .await;
-    assert_eq!(resumed.status, 429, "a finished job's remaining lines take a slot");
+    assert_eq!(
+        resumed.status, 429,
+        "a finished job's remaining lines take a slot"
+    );
 
     // Closing a stream frees its slot.
     drop(a2);

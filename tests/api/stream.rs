@@ -405,7 +405,9 @@ async fn a_position_past_the_end_resets_and_sends_every_retained_line() {
     // A finished job answers such a position with 204, like any resume with nothing after it.
     let done = app.job("user_a", "ready").await;
     app.lines(&done, 2).await;
-    let sse = app.stream(&done, &token("user_a"), Some("99999999999999-0")).await;
+    let sse = app
+        .stream(&done, &token("user_a"), Some("99999999999999-0"))
+        .await;
     assert_eq!(sse.status, 204);
 }
 

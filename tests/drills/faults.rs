@@ -203,12 +203,18 @@ async fn redis_hanging_sigstop_then_back() {
     app.redis.as_ref().unwrap().resume();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while app.client().get("/readyz").send().await.0.status() != 200 {
-        assert!(tokio::time::Instant::now() < deadline, "ready again after SIGCONT");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ready again after SIGCONT"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     expected.extend(app.lines(&job, 20).await);
     got.extend(read_ids(&mut sse, 20).await);
-    assert_eq!(got, expected, "the open stream waited and carried on, nothing lost");
+    assert_eq!(
+        got, expected,
+        "the open stream waited and carried on, nothing lost"
+    );
     let resp = app
         .client()
         .get(format!("/api/jobs/{job}/logs?limit=500"))

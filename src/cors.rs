@@ -1,0 +1,110 @@
+//! CORS for browsers on other origins (`CORS_ALLOWED_ORIGINS`): listed origins get the
+//! `Access-Control-*` headers (credentials allowed, `Retry-After` exposed) and their
+//! preflights answered; a request from any other origin is served as if CORS were off, with no
+//! `Access-Control-*` headers and never an error: the browser enforces. Every response says
+//! `Vary: Origin`, since what it carries depends on the origin.
+
+use std::{collections::HashSet, sync::Arc};
+
+use poem::{
+    Endpoint, IntoResponse, Middleware, Request, Response, Result,
+    http::{HeaderValue, Method, StatusCode, header},
+};
+
+/// Request headers a listed origin may send.
+const ALLOW_HEADERS: &str = "authorization, last-event-id, cache-control";
+const ALLOW_METHODS: &str = "GET, OPTIONS";
+const EXPOSE_HEADERS: &str = "retry-after";
+/// How long a browser may cache a preflight, in seconds.
+const MAX_AGE: &str = "600";
+
+/// The CORS middleware, for a non-empty list of origins.
+#[derive(Clone)]
+pub struct Cors {
+    origins: Arc<HashSet<String>>,
+}
+
+impl Cors {
+    pub fn new(origins: &[String]) -> Self {
+        Self {
+            origins: Arc::new(
+                origins
+                    .iter()
+                    .map(|o| o.trim().trim_end_matches('/').to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl<E: Endpoint> Middleware<E> for Cors {
+    type Output = CorsEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        CorsEndpoint {
+            inner,
+            cors: self.clone(),
+        }
+    }
+}
+
+pub struct CorsEndpoint<E> {
+    inner: E,
+    cors: Cors,
+}
+
+impl<E: Endpoint> Endpoint for CorsEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> Result<Self::Output> {
+        let allowed = req
+            .headers()
+            .get(header::ORIGIN)
+            .filter(|o| {
+                o.to_str()
+                    .is_ok_and(|o| self.cors.origins.contains(o.trim_end_matches('/')))
+            })
+            .cloned();
+        let preflight = req.method() == Method::OPTIONS
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let mut resp = match (&allowed, preflight) {
+            (Some(_), true) => {
+                let mut resp = StatusCode::NO_CONTENT.into_response();
+                let headers = resp.headers_mut();
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static(ALLOW_METHODS),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static(ALLOW_HEADERS),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static(MAX_AGE),
+                );
+                resp
+            }
+            _ => self.inner.call(req).await?.into_response(),
+        };
+        let headers = resp.headers_mut();
+        if let Some(origin) = allowed {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            if !preflight {
+                headers.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static(EXPOSE_HEADERS),
+                );
+            }
+        }
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        Ok(resp)
+    }
+}
