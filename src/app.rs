@@ -25,6 +25,7 @@ use crate::{
     auth::{AuthContext, AuthSettings, Verifier},
     config::Config,
     cors::Cors,
+    dev,
     error::ApiError,
     fanout::{Hub, hub::HubSettings},
     limits::StreamLimits,
@@ -33,6 +34,59 @@ use crate::{
     stream::{StreamContext, StreamSettings},
     telemetry::{AuthFailureReason, Metrics, RequestMetrics},
 };
+
+/// `buildlogs serve`: binds the listeners, builds the app (with the `--dev` kit when asked) and
+/// serves until `signal`.
+pub async fn run(
+    mut config: Config,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let kit = if config.dev {
+        Some(dev::DevKit::prepare(&mut config)?)
+    } else {
+        None
+    };
+    let api = TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+    let addr = api.local_addr().unwrap_or(config.listen_addr);
+    let metrics = match config.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?,
+        ),
+        None => None,
+    };
+    let app = App::build(config).await?;
+    if let Some(kit) = kit {
+        kit.start(app.state(), addr).await?;
+    }
+    app.serve(Listeners { api, metrics }, signal).await?;
+    Ok(())
+}
+
+/// Resolves at SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
 
 /// How long shutdown waits for connections after ending every stream.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -141,6 +195,8 @@ impl App {
                 readers: config.redis_live_readers,
                 status_poll: Duration::from_secs(config.status_poll_secs),
                 max_lag: config.viewer_max_lag,
+                #[cfg(feature = "bench-naive")]
+                naive: config.live_mode == crate::config::LiveMode::Naive,
             },
             metrics.clone(),
             shutdown.clone(),

@@ -26,6 +26,17 @@ pub enum Command {
     Openapi,
 }
 
+/// How live lines reach viewers, in benchmark builds (`bench-naive` feature).
+#[cfg(feature = "bench-naive")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LiveMode {
+    /// One shared reader per job per instance fans lines out to every viewer (the product).
+    #[default]
+    Fanout,
+    /// Every viewer runs its own blocking read and status checks (the naive design).
+    Naive,
+}
+
 /// Everything `buildlogs serve` can be told. Every flag has an environment variable.
 #[derive(Clone, Debug, Args)]
 pub struct Config {
@@ -106,6 +117,12 @@ pub struct Config {
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
 
+    /// How live lines reach viewers: `fanout` (shared per-job readers, the product) or `naive`
+    /// (every viewer reads for itself). Only in builds with the `bench-naive` feature.
+    #[cfg(feature = "bench-naive")]
+    #[arg(long, env = "LIVE_MODE", value_enum, default_value_t = LiveMode::Fanout)]
+    pub live_mode: LiveMode,
+
     /// A stream whose client reads nothing for this many seconds, while there is data to send,
     /// is ended (the client resumes with `Last-Event-ID`).
     #[arg(long, env = "STREAM_STALL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -145,6 +162,8 @@ impl Default for Config {
             status_poll_secs: 2,
             viewer_max_lag: 20_000,
             cors_allowed_origins: Vec::new(),
+            #[cfg(feature = "bench-naive")]
+            live_mode: LiveMode::Fanout,
             stream_stall_secs: 30,
             metrics_addr: None,
             idle_timeout_secs: 30,

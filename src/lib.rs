@@ -1,18 +1,30 @@
 //! buildlogs: live and historical build logs of jobs, served to the jobs' owners.
 //!
-//! A tour, in the order a request meets it:
-//! - [`config`]: the command line and environment (`buildlogs serve --help`).
-//! - [`app`]: builds the app from a config and serves it; routes, middleware, shutdown.
-//! - [`auth`]: Clerk session tokens (Bearer or `__session` cookie), PEM/JWKS keys.
-//! - [`api`]: the two typed operations and their payloads; the OpenAPI document comes from here.
-//! - [`stream`]: one viewer's SSE stream: start, resume/`reset`, catch-up, live, `done`.
-//! - [`fanout`]: shared per-job live feeds, so Redis work per line does not grow with viewers.
+//! A tour, in the order a request meets it (ARCHITECTURE.md has the diagram and the rules):
+//!
+//! The HTTP layer
+//! - [`server`]: the connection edge. Accepts connections, serves them with hyper under the
+//!   poem endpoint, takes an event stream out of hyper to write it itself, and ends every
+//!   stream on every path (client gone, stalled, token expired, shutdown).
+//! - [`app`]: builds the app from a [`config`] and serves it: routes, [`cors`], metrics,
+//!   shutdown. `main.rs` only parses the command line and calls [`app::run`].
+//! - [`auth`]: Clerk session tokens (Bearer or `__session` cookie), PEM and JWKS keys.
+//! - [`api`]: the two typed operations and the OpenAPI document; they call the engine.
+//!
+//! The engine (never imports the HTTP layer)
+//! - [`history`]: a page of a job's log, under a byte bound.
+//! - [`stream`]: one viewer's stream: the pure open decision ([`stream::open::decide`]: 204,
+//!   `start` + `done`, or a stream with its `reset`), then the viewer loop.
+//! - [`fanout`]: one shared live feed per followed job, so Redis work per line does not grow
+//!   with viewers; a viewer's [`fanout::Subscription`] says what comes next.
 //! - [`store`]: the `LogStore` trait with its Redis and embedded backends; [`writer`] appends
 //!   lines in the job runner's exact format.
-//! - [`error`]: every error code, its status and its problem+json body.
-//! - [`limits`], [`telemetry`], [`ids`]: stream caps, metrics and tracing, strict id parsing.
-//! - [`server`]: the connection loop (hyper under the poem endpoint) and its shutdown drain;
-//!   [`conn`] lets an idle stream notice that its client has gone.
+//! - [`wire`]: what goes on the wire: payloads (and their schemas), SSE frames rendered once,
+//!   the problem body, and the ends of a stream the connection must enforce.
+//!
+//! Shared by both
+//! - [`error`]: every error code with its status and title, in one table.
+//! - [`ids`], [`limits`], [`telemetry`]: strict id parsing, stream caps, metrics and tracing.
 //! - [`dev`]: `serve --dev`, a throwaway key and a demo job for a local try-out.
 
 pub mod api;

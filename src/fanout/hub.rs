@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, broadcast::error::RecvError, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Batch, Done, Line, Next,
+    Batch, Done, Line, Next, Subscription,
     monitor::monitor,
     reader::{Command, ReaderTask},
 };
@@ -89,6 +89,8 @@ pub(super) struct HubInner {
     checks: mpsc::UnboundedSender<JobId>,
     metrics: Arc<Metrics>,
     max_lag: usize,
+    #[cfg(feature = "bench-naive")]
+    naive: bool,
 }
 
 /// The registry of live feeds and the tasks that fill them.
@@ -106,6 +108,9 @@ pub struct HubSettings {
     pub status_poll: Duration,
     /// Lines a viewer may fall behind its feed before its stream is ended.
     pub max_lag: usize,
+    /// Every viewer reads for itself (the benchmark's naive design), with no shared feed.
+    #[cfg(feature = "bench-naive")]
+    pub naive: bool,
 }
 
 impl Hub {
@@ -131,6 +136,8 @@ impl Hub {
             checks: checks_tx,
             metrics,
             max_lag: settings.max_lag,
+            #[cfg(feature = "bench-naive")]
+            naive: settings.naive,
         });
         for rx in receivers {
             let live = store.live_reader().await?;
@@ -149,6 +156,13 @@ impl Hub {
     /// caller has already read the store up to (the stream's last id, as the caller saw it
     /// before subscribing): a new feed reads from there, so nothing between is lost.
     pub fn subscribe(&self, job: &JobId, owner: &str, from: StreamId) -> Subscription {
+        #[cfg(feature = "bench-naive")]
+        if self.inner.naive {
+            return Subscription::naive(super::naive::NaiveSubscription::new(
+                self.inner.store.clone(),
+                job.clone(),
+            ));
+        }
         let mut feeds = self.inner.feeds.lock().unwrap_or_else(|p| p.into_inner());
         let existing = feeds.get(job).cloned();
         let feed = match existing {
@@ -184,7 +198,7 @@ impl Hub {
         };
         let rx = feed.tx.subscribe();
         drop(feeds);
-        Subscription::new(feed, rx, self.inner.clone())
+        Subscription::feed(FeedSubscription::new(feed, rx, self.inner.clone()))
     }
 
     /// Jobs with a live feed on this instance.
@@ -270,7 +284,7 @@ impl HubInner {
 }
 
 /// A viewer's hold on a feed; dropping it lets the feed stop when it was the last.
-pub struct Subscription {
+pub(super) struct FeedSubscription {
     feed: Arc<Feed>,
     rx: broadcast::Receiver<FeedMsg>,
     hub: Arc<HubInner>,
@@ -280,7 +294,7 @@ pub struct Subscription {
     done_at_start: Option<Done>,
 }
 
-impl Subscription {
+impl FeedSubscription {
     fn new(feed: Arc<Feed>, rx: broadcast::Receiver<FeedMsg>, hub: Arc<HubInner>) -> Self {
         let mark = Arc::new(AtomicU64::new(*feed.head.borrow()));
         let done_at_start = feed.done();
@@ -294,7 +308,7 @@ impl Subscription {
     }
 
     /// What comes next for a viewer whose last line is `pos` (see [`Next`]).
-    pub async fn next(&mut self, pos: StreamId) -> Next {
+    pub(super) async fn next(&mut self, pos: StreamId) -> Next {
         if let Some(done) = self.done_at_start.take() {
             return Next::Done(done);
         }
@@ -326,12 +340,12 @@ impl Subscription {
     }
 
     /// The viewer has read the store up to the live end after a [`Next::Gap`].
-    pub fn caught_up(&self) {
+    pub(super) fn caught_up(&self) {
         self.mark.store(*self.feed.head.borrow(), Ordering::Relaxed);
     }
 
     /// How far behind the feed this viewer is, for the connection writing its stream.
-    pub fn lag_watch(&self) -> LagWatch {
+    pub(super) fn lag_watch(&self) -> LagWatch {
         LagWatch {
             head: self.feed.head.subscribe(),
             mark: self.mark.clone(),
@@ -341,7 +355,7 @@ impl Subscription {
     }
 }
 
-impl Drop for Subscription {
+impl Drop for FeedSubscription {
     fn drop(&mut self) {
         // Replace the receiver first so the count below no longer includes ours.
         let rx = std::mem::replace(&mut self.rx, broadcast::channel(1).1);

@@ -16,18 +16,23 @@
 
 pub mod hub;
 mod monitor;
+#[cfg(feature = "bench-naive")]
+mod naive;
 mod reader;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use hub::{Hub, Subscription};
+pub use hub::Hub;
 
 use crate::{
     ids::StreamId,
     store::{JobStatus, LogEntry},
-    wire::{payload::LogLine, sse::log_frame},
+    wire::{
+        payload::LogLine,
+        sse::{LagWatch, log_frame},
+    },
 };
 
 /// A log line as it goes on the wire, rendered once for every viewer.
@@ -80,4 +85,54 @@ pub enum Next {
     Done(Done),
     /// The job's record vanished or changed owner: the stream must end at once.
     Revoked,
+}
+
+/// A viewer's hold on its job's live lines.
+pub struct Subscription(Source);
+
+enum Source {
+    /// The job's shared feed (the product).
+    Feed(hub::FeedSubscription),
+    /// This viewer's own blocking reads and status checks: the naive design the fan-out
+    /// replaced, kept for the benchmark's side-by-side numbers only.
+    #[cfg(feature = "bench-naive")]
+    Naive(naive::NaiveSubscription),
+}
+
+impl Subscription {
+    fn feed(feed: hub::FeedSubscription) -> Self {
+        Self(Source::Feed(feed))
+    }
+
+    #[cfg(feature = "bench-naive")]
+    fn naive(naive: naive::NaiveSubscription) -> Self {
+        Self(Source::Naive(naive))
+    }
+
+    /// What comes next for a viewer whose last line is `pos` (see [`Next`]).
+    pub async fn next(&mut self, pos: StreamId) -> Next {
+        match &mut self.0 {
+            Source::Feed(feed) => feed.next(pos).await,
+            #[cfg(feature = "bench-naive")]
+            Source::Naive(naive) => naive.next(pos).await,
+        }
+    }
+
+    /// The viewer has read the store up to the live end after a [`Next::Gap`].
+    pub fn caught_up(&self) {
+        match &self.0 {
+            Source::Feed(feed) => feed.caught_up(),
+            #[cfg(feature = "bench-naive")]
+            Source::Naive(_) => {}
+        }
+    }
+
+    /// How far behind the feed this viewer is, for the connection writing its stream.
+    pub fn lag_watch(&self) -> Option<LagWatch> {
+        match &self.0 {
+            Source::Feed(feed) => Some(feed.lag_watch()),
+            #[cfg(feature = "bench-naive")]
+            Source::Naive(_) => None,
+        }
+    }
 }

@@ -104,7 +104,7 @@ pub(super) fn run(
     let expires_at = expiry(requester);
     let ends = StreamEnds {
         expires_at,
-        lag: live.as_ref().map(Subscription::lag_watch),
+        lag: live.as_ref().and_then(Subscription::lag_watch),
     };
     let heartbeat = ctx.settings.heartbeat;
     // Everything that ends a stream from outside, as one future made once: a viewer's wake-ups

@@ -1,10 +1,9 @@
-//! Shared test harness: a real `redis-server` per test on a free port, real RS256 keys and
-//! tokens, the real app (in-process or on a port-0 listener), and a small SSE reader.
+//! Shared test harness: a real `redis-server` per test on a free port (from the workspace's
+//! test-support crate, shared with the benchmark), real RS256 keys and tokens, the real app
+//! (in-process or on a port-0 listener), and a small SSE reader.
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
-    process::{Child, Command, Stdio},
     sync::{Arc, OnceLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -23,162 +22,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-/// A `redis-server` of this test's own, on a free port, killed on drop.
-pub struct RedisServer {
-    child: Child,
-    pub port: u16,
-    persistent: bool,
-    _dir: tempdir::TempDir,
-}
-
-mod tempdir {
-    /// A scratch directory removed on drop.
-    pub struct TempDir(pub std::path::PathBuf);
-    impl TempDir {
-        pub fn new() -> Self {
-            let path =
-                std::env::temp_dir().join(format!("buildlogs-test-{}", rand::random::<u64>()));
-            std::fs::create_dir_all(&path).expect("temp dir");
-            Self(path)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            if !self.0.as_os_str().is_empty() {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind port 0")
-            .local_addr()
-            .unwrap()
-            .port();
-        if port != 6379 {
-            return port;
-        }
-    }
-}
-
-impl RedisServer {
-    pub fn start() -> Self {
-        Self::start_on(free_port())
-    }
-
-    /// Starts on `port` (a restart reuses the old port), waiting for "Ready to accept".
-    pub fn start_on(port: u16) -> Self {
-        Self::launch(port, tempdir::TempDir::new(), false)
-    }
-
-    /// With an append-only file fsynced on every write, so data survives a restart.
-    pub fn start_persistent() -> Self {
-        Self::launch(free_port(), tempdir::TempDir::new(), true)
-    }
-
-    /// Kills and starts it again on the same port and directory.
-    pub fn restart(&mut self) {
-        self.kill();
-        let dir = std::mem::replace(&mut self._dir, tempdir::TempDir(std::path::PathBuf::new()));
-        let fresh = Self::launch(self.port, dir, self.persistent);
-        *self = fresh;
-    }
-
-    fn launch(port: u16, dir: tempdir::TempDir, persistent: bool) -> Self {
-        assert_ne!(port, 6379, "tests never touch the machine's Redis");
-        let persistence: &[&str] = if persistent {
-            &["--appendonly", "yes", "--appendfsync", "always"]
-        } else {
-            &["--appendonly", "no"]
-        };
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(persistence)
-            .args([
-                "--dir",
-                dir.0.to_str().unwrap(),
-                "--loglevel",
-                "notice",
-                "--daemonize",
-                "no",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (.ci/run installs it)");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("Ready to accept connections") => break,
-                Some(Ok(_)) => continue,
-                _ => panic!("redis-server on port {port} exited before it was ready"),
-            }
-        }
-        // Keep draining its output so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            port,
-            persistent,
-            _dir: dir,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).unwrap()
-    }
-
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        self.client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-
-    /// Stops the process without killing it (SIGSTOP): connections stay open, nothing answers.
-    pub fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    /// Lets a paused process go on (SIGCONT).
-    pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill(1)");
-        assert!(status.success(), "kill {signal} failed");
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+pub use buildlogs_test_support::RedisServer;
 
 /// Keys generated once per test binary: the trusted one and a stranger's.
 pub struct Keys {

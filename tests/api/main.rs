@@ -1,6 +1,7 @@
 //! Integration tests: the real app over a real `redis-server` (or the embedded store), real
 //! RS256 tokens. One binary; shared helpers in `helpers.rs`.
 
+mod architecture;
 mod auth;
 mod dev_mode;
 mod edge;

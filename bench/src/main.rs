@@ -2,9 +2,14 @@
 //! process and a real `redis-server`, both started here on free loopback ports.
 //!
 //! ```sh
-//! cargo build --release && ./target/release/buildlogs-bench            # the §7 scenarios, both modes
+//! cargo build --release -p buildlogs-bench
+//! ./target/release/buildlogs-bench                                      # the §7 scenarios, both modes
 //! ./target/release/buildlogs-bench --scenarios fanout --secs 10         # one scenario, shorter
 //! ```
+//!
+//! The server runs as a process of its own: this binary again (`buildlogs-bench serve`, the
+//! service built with the `bench-naive` feature, so that `LIVE_MODE=naive` exists), or, for
+//! the fan-out mode, any `--server-bin` such as the product's `target/release/buildlogs`.
 //!
 //! Scenarios: `fanout` (1 job, 2,000 viewers, 50 lines/s), `many` (500 jobs × 2 viewers,
 //! 10 lines/s each, with history requests alongside), `idle` (10,000 streams on heartbeats),
@@ -16,9 +21,11 @@
 //! Every line carries its append time; viewers record append-to-receipt latency and check that
 //! they saw every line, in order.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
@@ -30,6 +37,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use buildlogs::dev::{Signer, generate_rsa_pem};
+use buildlogs_test_support::{RedisServer, free_port};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -62,7 +70,8 @@ struct Args {
     /// Streams in `idle`.
     #[arg(long, default_value_t = 10_000)]
     idle_streams: usize,
-    /// The server binary (default: `buildlogs` next to this one).
+    /// The server binary for the fan-out mode, run as `<bin> serve` (default: this binary,
+    /// whose `serve` is the service). The naive mode always runs this binary.
     #[arg(long)]
     server_bin: Option<PathBuf>,
 }
@@ -76,127 +85,59 @@ fn now_nanos() -> u64 {
         .as_nanos() as u64
 }
 
-fn free_port() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port != 6379 {
-            return port;
-        }
-    }
+/// Our own `redis-server`, with room for the naive design's connection per viewer.
+fn start_redis() -> RedisServer {
+    RedisServer::start_with(&["--maxclients", "15000"])
 }
 
-/// A redis-server of our own on a free port.
-struct Redis {
-    child: Child,
-    port: u16,
+async fn redis_conn(redis: &RedisServer) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    Ok(redis.client().get_multiplexed_async_connection().await?)
 }
 
-impl Redis {
-    fn start() -> anyhow::Result<Self> {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("buildlogs-bench-{port}"));
-        std::fs::create_dir_all(&dir)?;
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args([
-                "--maxclients",
-                "15000",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--daemonize",
-                "no",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("redis-server must be installed")?;
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("Ready to accept") => break,
-                Some(Ok(_)) => {}
-                _ => bail!("redis-server did not start"),
-            }
+/// Read commands served so far (what buildlogs asks of Redis), and connected clients.
+async fn redis_stats(redis: &RedisServer) -> anyhow::Result<(u64, u64)> {
+    let mut conn = redis_conn(redis).await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await?;
+    let mut reads = 0;
+    for line in info.lines() {
+        let Some((name, rest)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        if [
+            "xread",
+            "xrange",
+            "xrevrange",
+            "xinfo|stream",
+            "hget",
+            "hmget",
+            "client|unblock",
+        ]
+        .contains(&name)
+        {
+            reads += rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
         }
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Self { child, port })
     }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    async fn conn(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-        Ok(redis::Client::open(self.url())?
-            .get_multiplexed_async_connection()
-            .await?)
-    }
-
-    /// Read commands served so far (what buildlogs asks of Redis), and connected clients.
-    async fn stats(&self) -> anyhow::Result<(u64, u64)> {
-        let mut conn = self.conn().await?;
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut conn)
-            .await?;
-        let mut reads = 0;
-        for line in info.lines() {
-            let Some((name, rest)) = line
-                .strip_prefix("cmdstat_")
-                .and_then(|l| l.split_once(':'))
-            else {
-                continue;
-            };
-            if [
-                "xread",
-                "xrange",
-                "xrevrange",
-                "xinfo|stream",
-                "hget",
-                "hmget",
-                "client|unblock",
-            ]
-            .contains(&name)
-            {
-                reads += rest
-                    .split(',')
-                    .find_map(|kv| kv.strip_prefix("calls="))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-        let clients: String = redis::cmd("INFO")
-            .arg("clients")
-            .query_async(&mut conn)
-            .await?;
-        let connected = clients
-            .lines()
-            .find_map(|l| l.strip_prefix("connected_clients:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        // Minus this connection.
-        Ok((reads, connected.saturating_sub(1)))
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let clients: String = redis::cmd("INFO")
+        .arg("clients")
+        .query_async(&mut conn)
+        .await?;
+    let connected = clients
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    // Minus this connection.
+    Ok((reads, connected.saturating_sub(1)))
 }
 
 /// The buildlogs server as a separate process, so its memory and CPU are its own.
@@ -208,7 +149,7 @@ struct Server {
 impl Server {
     async fn start(
         bin: &PathBuf,
-        redis: &Redis,
+        redis: &RedisServer,
         public_pem: &str,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
@@ -560,10 +501,10 @@ async fn live(
     rate: u64,
     with_history: bool,
 ) -> anyhow::Result<Row> {
-    let redis = Redis::start()?;
+    let redis = start_redis();
     let server = Server::start(bin, &redis, &keys.0, &[("LIVE_MODE", mode.to_owned())]).await?;
     let (token, _) = keys.1.session_token(USER, Duration::from_secs(3600));
-    let mut conn = redis.conn().await?;
+    let mut conn = redis_conn(&redis).await?;
     let jobs: Vec<String> = (0..jobs_n).map(|i| format!("bench-{i}")).collect();
     for job in &jobs {
         create_job(&mut conn, job, "code").await?;
@@ -587,7 +528,7 @@ async fn live(
     } else {
         None
     };
-    let (reads_before, _) = redis.stats().await?;
+    let (reads_before, _) = redis_stats(&redis).await?;
     let history_during = if with_history {
         let base = server.base.clone();
         let token = token.clone();
@@ -624,7 +565,7 @@ async fn live(
         let _: () = pipe.query_async(&mut conn).await?;
         if seq % rate == 0 {
             peak_rss = peak_rss.max(server.rss_kb());
-            peak_conns = peak_conns.max(redis.stats().await?.1);
+            peak_conns = peak_conns.max(redis_stats(&redis).await?.1);
         }
     }
     let write_secs = started.elapsed().as_secs_f64();
@@ -633,7 +574,7 @@ async fn live(
     for job in &jobs {
         finish_job(&mut conn, job).await?;
     }
-    let (reads_after, conns_after) = redis.stats().await?;
+    let (reads_after, conns_after) = redis_stats(&redis).await?;
     let history_during = match history_during {
         Some(h) => Some(h.await?),
         None => None,
@@ -761,10 +702,10 @@ async fn history_latency(
 }
 
 async fn idle(args: &Args, bin: &PathBuf, keys: &(String, Signer)) -> anyhow::Result<Row> {
-    let redis = Redis::start()?;
+    let redis = start_redis();
     let server = Server::start(bin, &redis, &keys.0, &[("HEARTBEAT_SECS", "5".to_owned())]).await?;
     let (token, _) = keys.1.session_token(USER, Duration::from_secs(3600));
-    let mut conn = redis.conn().await?;
+    let mut conn = redis_conn(&redis).await?;
     let jobs: Vec<String> = (0..100).map(|i| format!("idle-{i}")).collect();
     for job in &jobs {
         create_job(&mut conn, job, "code").await?;
@@ -781,7 +722,7 @@ async fn idle(args: &Args, bin: &PathBuf, keys: &(String, Signer)) -> anyhow::Re
     tokio::time::sleep(window).await;
     let cpu = (server.cpu_ticks() - cpu_before) as f64 / 100.0 / window.as_secs_f64();
     let rss = server.rss_kb();
-    let (_, conns) = redis.stats().await?;
+    let (_, conns) = redis_stats(&redis).await?;
     // SIGTERM with every stream open: how long until the process has exited.
     let mut server = server;
     let term = Instant::now();
@@ -825,10 +766,10 @@ async fn idle(args: &Args, bin: &PathBuf, keys: &(String, Signer)) -> anyhow::Re
 }
 
 async fn history(bin: &PathBuf, keys: &(String, Signer), secs: u64) -> anyhow::Result<Row> {
-    let redis = Redis::start()?;
+    let redis = start_redis();
     let server = Server::start(bin, &redis, &keys.0, &[]).await?;
     let (token, _) = keys.1.session_token(USER, Duration::from_secs(3600));
-    let mut conn = redis.conn().await?;
+    let mut conn = redis_conn(&redis).await?;
     create_job(&mut conn, "history", "ready").await?;
     for chunk in 0..100 {
         let mut pipe = redis::pipe();
@@ -858,7 +799,7 @@ async fn history(bin: &PathBuf, keys: &(String, Signer), secs: u64) -> anyhow::R
         rss_mb: server.rss_kb() as f64 / 1024.0,
         per_stream_kb: f64::NAN,
         reads_per_line: f64::NAN,
-        redis_conns: redis.stats().await?.1,
+        redis_conns: redis_stats(&redis).await?.1,
         extra: format!(
             "req/s {rps:.0} vs bare Redis {bare_rps:.0} ({:.2}×); bare p50/p99 {bare50:.2}/{bare99:.2} ms",
             bare_rps / rps
@@ -869,13 +810,13 @@ async fn history(bin: &PathBuf, keys: &(String, Signer), secs: u64) -> anyhow::R
 /// The same reads as a history request (job lookup + `XREVRANGE … COUNT 101`) straight from a
 /// Redis client with a 16-connection pool, no HTTP, no auth, no JSON.
 async fn bare_redis_history(
-    redis: &Redis,
+    redis: &RedisServer,
     dur: Duration,
     clients: usize,
 ) -> anyhow::Result<(f64, f64, f64)> {
     let mut conns = Vec::new();
     for _ in 0..16 {
-        conns.push(redis.conn().await?);
+        conns.push(redis_conn(redis).await?);
     }
     let count = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -931,9 +872,9 @@ async fn bare_redis_history(
 
 /// The floor: append-to-receipt latency of a bare `XREAD BLOCK` client, no buildlogs in between.
 async fn floor(args: &Args) -> anyhow::Result<Row> {
-    let redis = Redis::start()?;
-    let mut writer = redis.conn().await?;
-    let mut reader = redis.conn().await?;
+    let redis = start_redis();
+    let mut writer = redis_conn(&redis).await?;
+    let mut reader = redis_conn(&redis).await?;
     create_job(&mut writer, "floor", "code").await?;
     let total = 50 * args.secs;
     let read = tokio::spawn(async move {
@@ -1103,16 +1044,19 @@ fn fmt(v: f64, digits: usize) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `buildlogs-bench serve …` is the service itself: the server process of the scenarios.
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        let cli = buildlogs::config::Cli::parse_from(std::env::args());
+        let buildlogs::config::Command::Serve(config) = cli.command else {
+            unreachable!("`serve` parses as the serve command")
+        };
+        buildlogs::telemetry::init_tracing();
+        return buildlogs::app::run(*config, buildlogs::app::shutdown_signal()).await;
+    }
     let args = Args::parse();
-    let bin = match &args.server_bin {
-        Some(bin) => bin.clone(),
-        None => std::env::current_exe()?.with_file_name("buildlogs"),
-    };
-    anyhow::ensure!(
-        bin.exists(),
-        "server binary {} not found: run `cargo build --release` first",
-        bin.display()
-    );
+    let own = std::env::current_exe()?;
+    let bin = args.server_bin.clone().unwrap_or_else(|| own.clone());
+    anyhow::ensure!(bin.exists(), "server binary {} not found", bin.display());
     let (private, public) = generate_rsa_pem()?;
     let keys = (public, Signer::from_pem(&private, None)?);
     let mut rows = Vec::new();
@@ -1121,11 +1065,12 @@ async fn main() -> anyhow::Result<()> {
             "fanout" | "many" => {
                 for mode in &args.modes {
                     eprintln!("running {scenario} ({mode})…");
+                    let bin = if mode == "naive" { &own } else { &bin };
                     let row = if scenario == "fanout" {
                         live(
                             "fanout",
                             &args,
-                            &bin,
+                            bin,
                             &keys,
                             mode,
                             1,
@@ -1135,7 +1080,7 @@ async fn main() -> anyhow::Result<()> {
                         )
                         .await?
                     } else {
-                        live("many", &args, &bin, &keys, mode, args.jobs, 2, 10, true).await?
+                        live("many", &args, bin, &keys, mode, args.jobs, 2, 10, true).await?
                     };
                     rows.push(row);
                 }
