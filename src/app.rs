@@ -30,7 +30,7 @@ use crate::{
     fanout::{Hub, hub::HubSettings},
     limits::StreamLimits,
     server,
-    store::{LogStore, StoreError, memory::MemoryStore, redis::RedisStore},
+    store::{LogStore, StoreError, memory::MemoryStore, open_redis},
     stream::{StreamContext, StreamSettings},
     telemetry::{AuthFailureReason, Metrics, RequestMetrics},
 };
@@ -151,8 +151,13 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn LogStore> = match &config.redis_url {
             Some(url) => {
-                let store = RedisStore::new(url, config.redis_pool_size, metrics.clone())
-                    .context("REDIS_URL is not usable")?;
+                let store = open_redis(
+                    url,
+                    config.redis_cluster,
+                    config.redis_pool_size,
+                    metrics.clone(),
+                )
+                .context("REDIS_URL is not usable")?;
                 match store.preflight().await {
                     Ok(()) => {}
                     Err(StoreError::Incompatible(why)) => anyhow::bail!(why),
@@ -162,7 +167,7 @@ impl App {
                         tracing::warn!(error = %err, "could not check Redis's version at start")
                     }
                 }
-                Arc::new(store)
+                store
             }
             None => {
                 tracing::warn!(

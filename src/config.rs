@@ -48,6 +48,11 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// `REDIS_URL` names a Redis Cluster's seed nodes (`redis://host:port,host:port/`). Implied
+    /// by a `redis+cluster://` URL.
+    #[arg(long, env = "REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+
     /// Pooled Redis connections for short commands (history, job lookups). Blocking reads use
     /// their own connections and never take from this pool.
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 16)]
@@ -148,6 +153,7 @@ impl Default for Config {
         Self {
             listen_addr: "127.0.0.1:8080".parse().expect("valid literal"),
             redis_url: None,
+            redis_cluster: false,
             redis_pool_size: 16,
             redis_live_readers: 2,
             clerk_publishable_key: None,

@@ -5,6 +5,7 @@
 //! embedded single-instance default with the same semantics (ids, exclusive cursors, trimming,
 //! wake-on-append). Everything above this module is backend-agnostic.
 
+pub mod cluster;
 pub mod memory;
 pub mod redis;
 
@@ -165,6 +166,21 @@ pub trait LogStore: Send + Sync + 'static {
     /// Job ids whose status may have changed (a lossy hint; the record is the truth). The stream
     /// ends when the underlying subscription is lost.
     async fn status_hints(&self) -> StoreResult<BoxStream<'static, JobId>>;
+}
+
+/// The Redis behind `url`: a cluster when the URL says so (`redis+cluster://…`) or `cluster`
+/// is set (`REDIS_CLUSTER`), else one Redis.
+pub fn open_redis(
+    url: &str,
+    cluster: bool,
+    pool_size: usize,
+    metrics: std::sync::Arc<crate::telemetry::Metrics>,
+) -> anyhow::Result<Arc<dyn LogStore>> {
+    if cluster || cluster::ClusterUrl::is_cluster(url) {
+        let url = cluster::ClusterUrl::parse(url).map_err(anyhow::Error::msg)?;
+        return Ok(Arc::new(cluster::ClusterStore::new(url, metrics)?));
+    }
+    Ok(Arc::new(redis::RedisStore::new(url, pool_size, metrics)?))
 }
 
 /// The job, if it exists and `user` owns it.

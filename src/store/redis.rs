@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// How long a short command may take, connection included, before the caller gets a 503.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Extra time a blocking read gets beyond its `BLOCK` before its connection is presumed dead.
 const BLOCK_MARGIN: Duration = Duration::from_secs(3);
 
@@ -115,7 +115,7 @@ enum Request<'a> {
     Pipe(&'a redis::Pipeline),
 }
 
-fn map_err(err: redis::RedisError) -> StoreError {
+pub(super) fn map_err(err: redis::RedisError) -> StoreError {
     if err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
@@ -433,7 +433,7 @@ impl LiveReader for RedisLiveReader {
 const MIN_VERSION: (u32, u32) = (7, 0);
 
 /// Refuses a Redis older than [`MIN_VERSION`], from its `INFO server` text.
-fn check_version(info: &str) -> StoreResult<()> {
+pub(super) fn check_version(info: &str) -> StoreResult<()> {
     let found = info
         .lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
@@ -452,7 +452,7 @@ fn check_version(info: &str) -> StoreResult<()> {
     Ok(())
 }
 
-fn text(value: &Value) -> Option<String> {
+pub(super) fn text(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),
@@ -461,11 +461,11 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
-fn bad_reply(what: &str) -> StoreError {
+pub(super) fn bad_reply(what: &str) -> StoreError {
     StoreError::Other(format!("unexpected reply shape for {what}"))
 }
 
-fn parse_id(value: &Value) -> StoreResult<StreamId> {
+pub(super) fn parse_id(value: &Value) -> StoreResult<StreamId> {
     text(value)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| bad_reply("stream id"))
@@ -488,7 +488,7 @@ fn pairs(value: Value) -> StoreResult<Vec<(Value, Value)>> {
 }
 
 /// A bulk string as an owned `String`, without copying when it is valid UTF-8.
-fn into_text(value: Value) -> Option<String> {
+pub(super) fn into_text(value: Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => Some(
             String::from_utf8(bytes)
@@ -500,7 +500,7 @@ fn into_text(value: Value) -> Option<String> {
     }
 }
 
-fn parse_entry(value: Value) -> StoreResult<LogEntry> {
+pub(super) fn parse_entry(value: Value) -> StoreResult<LogEntry> {
     let Value::Array(parts) = value else {
         return Err(bad_reply("stream entry"));
     };
@@ -532,7 +532,7 @@ fn parse_entry(value: Value) -> StoreResult<LogEntry> {
     Ok(entry)
 }
 
-fn parse_entries(value: Value) -> StoreResult<Vec<LogEntry>> {
+pub(super) fn parse_entries(value: Value) -> StoreResult<Vec<LogEntry>> {
     match value {
         Value::Nil => Ok(Vec::new()),
         Value::Array(items) => items.into_iter().map(parse_entry).collect(),
@@ -540,7 +540,7 @@ fn parse_entries(value: Value) -> StoreResult<Vec<LogEntry>> {
     }
 }
 
-fn parse_xread(value: Value) -> StoreResult<Vec<(JobId, Vec<LogEntry>)>> {
+pub(super) fn parse_xread(value: Value) -> StoreResult<Vec<(JobId, Vec<LogEntry>)>> {
     let streams = match value {
         Value::Nil => return Ok(Vec::new()),
         Value::Map(map) => map,
@@ -570,7 +570,7 @@ fn parse_xread(value: Value) -> StoreResult<Vec<(JobId, Vec<LogEntry>)>> {
     Ok(out)
 }
 
-fn parse_stream_info(value: Value) -> StoreResult<StreamInfo> {
+pub(super) fn parse_stream_info(value: Value) -> StoreResult<StreamInfo> {
     let mut info = StreamInfo::default();
     for (key, value) in pairs(value)? {
         let Some(key) = text(&key) else { continue };

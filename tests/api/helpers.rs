@@ -13,7 +13,7 @@ use buildlogs::{
     App, AppState, Config,
     dev::{Signer, generate_rsa_pem},
     ids::JobId,
-    store::{LogStore, memory::MemoryStore, redis::RedisStore},
+    store::{LogStore, memory::MemoryStore},
     telemetry::Metrics,
     writer::LogWriter,
 };
@@ -22,7 +22,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-pub use buildlogs_test_support::RedisServer;
+pub use buildlogs_test_support::{RedisCluster, RedisServer};
 
 /// Keys generated once per test binary: the trusted one and a stranger's.
 pub struct Keys {
@@ -92,6 +92,8 @@ pub fn unique_job() -> JobId {
 pub enum Backend {
     Redis,
     Memory,
+    /// A local Redis Cluster, 3 masters and 3 replicas.
+    Cluster,
 }
 
 /// The test's configuration: the test key, no CORS, defaults otherwise.
@@ -114,6 +116,8 @@ pub struct TestApp {
     pub memory: Option<MemoryStore>,
     pub writer: LogWriter,
     pub redis: Option<RedisServer>,
+    /// The local cluster, for `Backend::Cluster`.
+    pub cluster: Option<Arc<RedisCluster>>,
     pub http: reqwest::Client,
     client: poem::test::TestClient<poem::endpoint::BoxEndpoint<'static, poem::Response>>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -126,17 +130,32 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let redis = (backend == Backend::Redis).then(RedisServer::start);
+    let cluster = match backend {
+        Backend::Cluster => Some(RedisCluster::start_async().await.expect("a local cluster")),
+        _ => None,
+    };
     let mut config = test_config();
-    config.redis_url = redis.as_ref().map(RedisServer::url);
+    config.redis_url = redis
+        .as_ref()
+        .map(RedisServer::url)
+        .or_else(|| cluster.as_ref().map(|c| c.cluster_url()));
     tweak(&mut config);
-    spawn_with_config(config, redis).await
+    let mut app = spawn_with_config(config, redis).await;
+    app.cluster = cluster;
+    app
 }
 
 pub async fn spawn_with_config(config: Config, redis: Option<RedisServer>) -> TestApp {
     let metrics = Arc::new(Metrics::new());
     let (store, memory): (Arc<dyn LogStore>, Option<MemoryStore>) = match &config.redis_url {
         Some(url) => (
-            Arc::new(RedisStore::new(url, config.redis_pool_size, metrics.clone()).unwrap()),
+            buildlogs::store::open_redis(
+                url,
+                config.redis_cluster,
+                config.redis_pool_size,
+                metrics.clone(),
+            )
+            .unwrap(),
             None,
         ),
         None => {
@@ -176,6 +195,7 @@ pub async fn spawn_with_config(config: Config, redis: Option<RedisServer>) -> Te
         memory,
         state,
         redis,
+        cluster: None,
         http: reqwest::Client::builder().build().unwrap(),
         client: poem::test::TestClient::new(poem::EndpointExt::boxed(
             App::from_state(client_state).endpoint(),

@@ -1,4 +1,5 @@
-//! One store contract suite, run against both backends (Redis and embedded), so they cannot drift.
+//! One store contract suite, run against every backend (one Redis, a Redis Cluster, embedded),
+//! so they cannot drift.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,6 +16,7 @@ macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod redis_backend { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Redis).await } )* }
         mod memory_backend { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Memory).await } )* }
+        mod cluster_backend { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Cluster).await } )* }
     };
 }
 
@@ -27,15 +29,10 @@ both_backends!(
     status_hints_follow_published_events,
 );
 
-async fn store(backend: Backend) -> (Arc<dyn LogStore>, Option<RedisServer>) {
+/// The backend's store, and the app that keeps its server (or cluster) alive.
+async fn store(backend: Backend) -> (Arc<dyn LogStore>, TestApp) {
     let app = spawn_app_with(backend, |_| {}).await;
-    (
-        app.store.clone(),
-        None.or_else(|| {
-            let mut app = app;
-            app.redis.take()
-        }),
-    )
+    (app.store.clone(), app)
 }
 
 async fn job_records(backend: Backend) {

@@ -5,6 +5,7 @@
 #[path = "../api/helpers.rs"]
 mod helpers;
 
+mod cluster;
 mod faults;
 mod instances;
 mod limits;

@@ -1,9 +1,13 @@
 //! What buildlogs' tests and benchmark start for themselves: a real `redis-server` on a free
-//! loopback port ([`RedisServer`]), never the machine's 6379, each with a scratch directory of
-//! its own, killed when dropped.
+//! loopback port ([`RedisServer`]), or a local Redis Cluster of 3 masters and 3 replicas
+//! ([`RedisCluster`]) that a test can fail over and reshard; never the machine's 6379, each
+//! with a scratch directory of its own, killed when dropped.
 
+pub mod cluster;
 mod redis_server;
+pub mod slot;
 
+pub use cluster::{ClusterConfig, RedisCluster};
 pub use redis_server::RedisServer;
 
 /// A free loopback port, never Redis's default 6379.
