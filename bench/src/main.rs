@@ -37,7 +37,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use buildlogs::dev::{Signer, generate_rsa_pem};
-use buildlogs_test_support::{RedisServer, free_port};
+use buildlogs_test_support::{ClusterConfig, RedisCluster, RedisServer, free_port};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -52,6 +52,10 @@ struct Args {
         default_value = "fanout,many,idle,history"
     )]
     scenarios: Vec<String>,
+    /// Where the fanout and many scenarios' logs are, comma-separated: single (one Redis),
+    /// cluster (a local Redis Cluster of 3 masters and 3 replicas). Each runs in turn.
+    #[arg(long, value_delimiter = ',', default_value = "single")]
+    backends: Vec<String>,
     /// Live modes for the fanout and many scenarios, comma-separated: fanout, naive.
     #[arg(long, value_delimiter = ',', default_value = "fanout,naive")]
     modes: Vec<String>,
@@ -96,7 +100,14 @@ async fn redis_conn(redis: &RedisServer) -> anyhow::Result<redis::aio::Multiplex
 
 /// Read commands served so far (what buildlogs asks of Redis), and connected clients.
 async fn redis_stats(redis: &RedisServer) -> anyhow::Result<(u64, u64)> {
-    let mut conn = redis_conn(redis).await?;
+    node_stats(&redis.url()).await
+}
+
+/// [`redis_stats`] of one node, by URL.
+async fn node_stats(url: &str) -> anyhow::Result<(u64, u64)> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut conn)
@@ -140,6 +151,101 @@ async fn redis_stats(redis: &RedisServer) -> anyhow::Result<(u64, u64)> {
     Ok((reads, connected.saturating_sub(1)))
 }
 
+/// Where the live scenarios' logs are: one Redis, or a local Redis Cluster (3 masters, 3
+/// replicas).
+enum Backend {
+    Single(RedisServer),
+    Cluster(Arc<RedisCluster>),
+}
+
+impl Backend {
+    async fn start(kind: &str) -> anyhow::Result<Self> {
+        Ok(match kind {
+            "single" => Self::Single(start_redis()),
+            "cluster" => Self::Cluster(
+                RedisCluster::start_with_async(ClusterConfig {
+                    extra_args: vec!["--maxclients".into(), "15000".into()],
+                    ..ClusterConfig::default()
+                })
+                .await?,
+            ),
+            other => bail!("unknown backend {other} (single, cluster)"),
+        })
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Single(redis) => redis.url(),
+            Self::Cluster(cluster) => cluster.cluster_url(),
+        }
+    }
+
+    async fn writer(&self) -> anyhow::Result<Writer> {
+        Ok(match self {
+            Self::Single(redis) => Writer::Single(redis_conn(redis).await?),
+            Self::Cluster(cluster) => Writer::Cluster(
+                redis::cluster::ClusterClient::new(cluster.seed_urls())?
+                    .get_async_connection()
+                    .await?,
+            ),
+        })
+    }
+
+    /// Reads served and connections held, summed over the masters of a cluster.
+    async fn stats(&self) -> anyhow::Result<(u64, u64)> {
+        match self {
+            Self::Single(redis) => redis_stats(redis).await,
+            Self::Cluster(cluster) => {
+                let mut total = (0, 0);
+                for master in cluster.blocking(|c| c.masters()).await? {
+                    let (reads, conns) = node_stats(&format!("redis://{master}/")).await?;
+                    total = (total.0 + reads, total.1 + conns);
+                }
+                Ok(total)
+            }
+        }
+    }
+}
+
+/// The load generator's connection, as the runner writes: one Redis or a cluster.
+enum Writer {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Writer {
+    async fn run<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+        Ok(match self {
+            Self::Single(conn) => cmd.query_async(conn).await?,
+            Self::Cluster(conn) => cmd.query_async(conn).await?,
+        })
+    }
+
+    /// Sends every command, in one pipeline on one Redis; on a cluster, where the jobs' keys are
+    /// in different slots, as concurrent single commands.
+    async fn all(&mut self, cmds: Vec<redis::Cmd>) -> anyhow::Result<()> {
+        match self {
+            Self::Single(conn) => {
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd).ignore();
+                }
+                let () = pipe.query_async(conn).await?;
+            }
+            Self::Cluster(conn) => {
+                let sends = cmds.into_iter().map(|cmd| {
+                    let mut conn = conn.clone();
+                    async move { cmd.query_async::<redis::Value>(&mut conn).await }
+                });
+                for result in futures_util::future::join_all(sends).await {
+                    result?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The buildlogs server as a separate process, so its memory and CPU are its own.
 struct Server {
     child: Child,
@@ -149,7 +255,7 @@ struct Server {
 impl Server {
     async fn start(
         bin: &PathBuf,
-        redis: &RedisServer,
+        redis_url: &str,
         public_pem: &str,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
@@ -157,7 +263,7 @@ impl Server {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("REDIS_URL", redis.url())
+            .env("REDIS_URL", redis_url)
             .env("CLERK_JWT_KEY", public_pem)
             .env("MAX_STREAMS_PER_USER", "100000")
             .env("MAX_STREAMS", "100000")
@@ -416,41 +522,37 @@ fn xadd(job: &str, text: String, trim: bool) -> redis::Cmd {
 }
 
 /// Appends line `seq` of `job`, stamped with the time it is sent.
-async fn append(
-    conn: &mut redis::aio::MultiplexedConnection,
-    job: &str,
-    seq: u64,
-) -> anyhow::Result<()> {
-    let _: String = xadd(job, format!("seq={seq} t={}", now_nanos()), true)
-        .query_async(conn)
+async fn append(conn: &mut Writer, job: &str, seq: u64) -> anyhow::Result<()> {
+    let _: String = conn
+        .run(&xadd(job, format!("seq={seq} t={}", now_nanos()), true))
         .await?;
     Ok(())
 }
 
-async fn create_job(
-    conn: &mut redis::aio::MultiplexedConnection,
-    job: &str,
-    status: &str,
-) -> anyhow::Result<()> {
-    let _: i64 = redis::cmd("HSET")
-        .arg(format!("job:{job}"))
-        .arg("user_id")
-        .arg(USER)
-        .arg("status")
-        .arg(status)
-        .query_async(conn)
+async fn create_job(conn: &mut Writer, job: &str, status: &str) -> anyhow::Result<()> {
+    let _: i64 = conn
+        .run(
+            redis::cmd("HSET")
+                .arg(format!("job:{job}"))
+                .arg("user_id")
+                .arg(USER)
+                .arg("status")
+                .arg(status),
+        )
         .await?;
     Ok(())
 }
 
-async fn finish_job(conn: &mut redis::aio::MultiplexedConnection, job: &str) -> anyhow::Result<()> {
+async fn finish_job(conn: &mut Writer, job: &str) -> anyhow::Result<()> {
     create_job(conn, job, "ready").await?;
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg(format!("job:{job}:events"))
-        .arg(format!(
-            r#"{{"job_id":"{job}","status":"ready","message":"","timestamp":""}}"#
-        ))
-        .query_async(conn)
+    let _: i64 = conn
+        .run(
+            redis::cmd("PUBLISH")
+                .arg(format!("job:{job}:events"))
+                .arg(format!(
+                    r#"{{"job_id":"{job}","status":"ready","message":"","timestamp":""}}"#
+                )),
+        )
         .await?;
     Ok(())
 }
@@ -500,11 +602,18 @@ async fn live(
     per_job: usize,
     rate: u64,
     with_history: bool,
+    backend: &str,
 ) -> anyhow::Result<Row> {
-    let redis = start_redis();
-    let server = Server::start(bin, &redis, &keys.0, &[("LIVE_MODE", mode.to_owned())]).await?;
+    let redis = Backend::start(backend).await?;
+    let server = Server::start(
+        bin,
+        &redis.url(),
+        &keys.0,
+        &[("LIVE_MODE", mode.to_owned())],
+    )
+    .await?;
     let (token, _) = keys.1.session_token(USER, Duration::from_secs(3600));
-    let mut conn = redis_conn(&redis).await?;
+    let mut conn = redis.writer().await?;
     let jobs: Vec<String> = (0..jobs_n).map(|i| format!("bench-{i}")).collect();
     for job in &jobs {
         create_job(&mut conn, job, "code").await?;
@@ -528,7 +637,7 @@ async fn live(
     } else {
         None
     };
-    let (reads_before, _) = redis_stats(&redis).await?;
+    let (reads_before, _) = redis.stats().await?;
     let history_during = if with_history {
         let base = server.base.clone();
         let token = token.clone();
@@ -556,16 +665,15 @@ async fn live(
     let mut peak_conns = 0;
     for seq in 0..total_lines {
         interval.tick().await;
-        let mut pipe = redis::pipe();
         let t = now_nanos();
-        for job in &jobs {
-            pipe.add_command(xadd(job, format!("seq={seq} t={t}"), true))
-                .ignore();
-        }
-        let _: () = pipe.query_async(&mut conn).await?;
+        let lines = jobs
+            .iter()
+            .map(|job| xadd(job, format!("seq={seq} t={t}"), true))
+            .collect();
+        conn.all(lines).await?;
         if seq % rate == 0 {
             peak_rss = peak_rss.max(server.rss_kb());
-            peak_conns = peak_conns.max(redis_stats(&redis).await?.1);
+            peak_conns = peak_conns.max(redis.stats().await?.1);
         }
     }
     let write_secs = started.elapsed().as_secs_f64();
@@ -574,7 +682,7 @@ async fn live(
     for job in &jobs {
         finish_job(&mut conn, job).await?;
     }
-    let (reads_after, conns_after) = redis_stats(&redis).await?;
+    let (reads_after, conns_after) = redis.stats().await?;
     let history_during = match history_during {
         Some(h) => Some(h.await?),
         None => None,
@@ -608,7 +716,10 @@ async fn live(
     }
     Ok(Row {
         scenario: name.to_owned(),
-        mode: mode.to_owned(),
+        mode: match backend {
+            "single" => mode.to_owned(),
+            other => format!("{mode} ({other})"),
+        },
         load: format!(
             "{jobs_n} job(s) × {per_job} viewers, {rate} lines/s/job, {}s ({opened} streams open)",
             args.secs
@@ -703,9 +814,15 @@ async fn history_latency(
 
 async fn idle(args: &Args, bin: &PathBuf, keys: &(String, Signer)) -> anyhow::Result<Row> {
     let redis = start_redis();
-    let server = Server::start(bin, &redis, &keys.0, &[("HEARTBEAT_SECS", "5".to_owned())]).await?;
+    let server = Server::start(
+        bin,
+        &redis.url(),
+        &keys.0,
+        &[("HEARTBEAT_SECS", "5".to_owned())],
+    )
+    .await?;
     let (token, _) = keys.1.session_token(USER, Duration::from_secs(3600));
-    let mut conn = redis_conn(&redis).await?;
+    let mut conn = Writer::Single(redis_conn(&redis).await?);
     let jobs: Vec<String> = (0..100).map(|i| format!("idle-{i}")).collect();
     for job in &jobs {
         create_job(&mut conn, job, "code").await?;
@@ -767,10 +884,11 @@ async fn idle(args: &Args, bin: &PathBuf, keys: &(String, Signer)) -> anyhow::Re
 
 async fn history(bin: &PathBuf, keys: &(String, Signer), secs: u64) -> anyhow::Result<Row> {
     let redis = start_redis();
-    let server = Server::start(bin, &redis, &keys.0, &[]).await?;
+    let server = Server::start(bin, &redis.url(), &keys.0, &[]).await?;
     let (token, _) = keys.1.session_token(USER, Duration::from_secs(3600));
+    let mut writer = Writer::Single(redis_conn(&redis).await?);
+    create_job(&mut writer, "history", "ready").await?;
     let mut conn = redis_conn(&redis).await?;
-    create_job(&mut conn, "history", "ready").await?;
     for chunk in 0..100 {
         let mut pipe = redis::pipe();
         for i in 0..1000u64 {
@@ -873,7 +991,7 @@ async fn bare_redis_history(
 /// The floor: append-to-receipt latency of a bare `XREAD BLOCK` client, no buildlogs in between.
 async fn floor(args: &Args) -> anyhow::Result<Row> {
     let redis = start_redis();
-    let mut writer = redis_conn(&redis).await?;
+    let mut writer = Writer::Single(redis_conn(&redis).await?);
     let mut reader = redis_conn(&redis).await?;
     create_job(&mut writer, "floor", "code").await?;
     let total = 50 * args.secs;
@@ -1063,8 +1181,12 @@ async fn main() -> anyhow::Result<()> {
     for scenario in &args.scenarios {
         match scenario.as_str() {
             "fanout" | "many" => {
-                for mode in &args.modes {
-                    eprintln!("running {scenario} ({mode})…");
+                for (backend, mode) in args
+                    .backends
+                    .iter()
+                    .flat_map(|b| args.modes.iter().map(move |m| (b.as_str(), m)))
+                {
+                    eprintln!("running {scenario} ({mode}, {backend})…");
                     let bin = if mode == "naive" { &own } else { &bin };
                     let row = if scenario == "fanout" {
                         live(
@@ -1077,10 +1199,14 @@ async fn main() -> anyhow::Result<()> {
                             args.viewers,
                             args.rate,
                             false,
+                            backend,
                         )
                         .await?
                     } else {
-                        live("many", &args, bin, &keys, mode, args.jobs, 2, 10, true).await?
+                        live(
+                            "many", &args, bin, &keys, mode, args.jobs, 2, 10, true, backend,
+                        )
+                        .await?
                     };
                     rows.push(row);
                 }
