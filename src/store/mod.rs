@@ -6,6 +6,7 @@
 //! wake-on-append). Everything above this module is backend-agnostic.
 
 pub mod cluster;
+mod commands;
 pub mod memory;
 pub mod redis;
 

@@ -21,6 +21,7 @@ use tokio::sync::Mutex;
 
 use super::{
     Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, StoreError, StoreResult, StreamInfo,
+    commands,
 };
 use crate::{
     ids::{JobId, StreamId},
@@ -159,10 +160,7 @@ impl LogStore for RedisStore {
         // not a failure of the whole lookup.
         pipe.ignore_errors();
         for job in jobs {
-            pipe.cmd("HMGET")
-                .arg(job.record_key())
-                .arg("user_id")
-                .arg("status");
+            pipe.add_command(commands::job_record(job));
         }
         let replies: Vec<redis::RedisResult<(Option<String>, Option<String>)>> =
             self.pipe("HMGET", &pipe).await?;
@@ -181,8 +179,7 @@ impl LogStore for RedisStore {
     }
 
     async fn stream_info(&self, job: &JobId) -> StoreResult<Option<StreamInfo>> {
-        let mut cmd = redis::cmd("XINFO");
-        cmd.arg("STREAM").arg(job.logs_key());
+        let cmd = commands::stream_info(job);
         let result = tokio::time::timeout(COMMAND_TIMEOUT, async {
             let mut conn = self
                 .pool
@@ -207,19 +204,10 @@ impl LogStore for RedisStore {
         before: Option<StreamId>,
         count: usize,
     ) -> StoreResult<Vec<LogEntry>> {
-        let end = match before {
-            Some(StreamId::ZERO) => return Ok(Vec::new()),
-            Some(id) => format!("({id}"),
-            None => "+".to_owned(),
-        };
-        let mut cmd = redis::cmd("XREVRANGE");
-        cmd.arg(job.logs_key())
-            .arg(end)
-            .arg("-")
-            .arg("COUNT")
-            .arg(count);
-        let value: Value = self.query("XREVRANGE", &cmd).await?;
-        parse_entries(value)
+        match commands::range_before(job, before, count) {
+            Some(cmd) => parse_entries(self.query("XREVRANGE", &cmd).await?),
+            None => Ok(Vec::new()),
+        }
     }
 
     async fn range_after(
@@ -228,17 +216,10 @@ impl LogStore for RedisStore {
         after: StreamId,
         count: usize,
     ) -> StoreResult<Vec<LogEntry>> {
-        if after == StreamId::MAX {
-            return Ok(Vec::new());
+        match commands::range_after(job, after, count) {
+            Some(cmd) => parse_entries(self.query("XRANGE", &cmd).await?),
+            None => Ok(Vec::new()),
         }
-        let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(job.logs_key())
-            .arg(format!("({after}"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(count);
-        let value: Value = self.query("XRANGE", &cmd).await?;
-        parse_entries(value)
     }
 
     async fn append(
@@ -248,37 +229,25 @@ impl LogStore for RedisStore {
         maxlen: usize,
         ttl: Duration,
     ) -> StoreResult<StreamId> {
-        let key = job.logs_key();
         let mut pipe = redis::pipe();
-        let xadd = pipe
-            .cmd("XADD")
-            .arg(&key)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(maxlen)
-            .arg("*");
-        for (name, value) in fields {
-            xadd.arg(*name).arg(*value);
-        }
-        pipe.cmd("EXPIRE").arg(&key).arg(ttl.as_secs()).ignore();
+        pipe.add_command(commands::xadd(job, fields, maxlen))
+            .add_command(commands::expire(job, ttl))
+            .ignore();
         let (id,): (String,) = self.pipe("XADD", &pipe).await?;
         id.parse()
             .map_err(|_| StoreError::Other(format!("XADD returned a bad id {id:?}")))
     }
 
     async fn put_job(&self, job: &JobId, fields: Fields<'_>) -> StoreResult<()> {
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(job.record_key());
-        for (name, value) in fields {
-            cmd.arg(*name).arg(*value);
-        }
-        self.query::<i64>("HSET", &cmd).await.map(drop)
+        self.query::<i64>("HSET", &commands::put_job(job, fields))
+            .await
+            .map(drop)
     }
 
     async fn publish_event(&self, job: &JobId, payload: &str) -> StoreResult<()> {
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(job.events_channel()).arg(payload);
-        self.query::<i64>("PUBLISH", &cmd).await.map(drop)
+        self.query::<i64>("PUBLISH", &commands::publish(job, payload))
+            .await
+            .map(drop)
     }
 
     async fn live_reader(&self) -> StoreResult<Arc<dyn LiveReader>> {

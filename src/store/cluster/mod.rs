@@ -35,6 +35,7 @@ use redis::{
 
 use super::{
     Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, StoreError, StoreResult, StreamInfo,
+    commands,
     redis::{COMMAND_TIMEOUT, check_version, map_err, parse_entries, parse_stream_info},
 };
 use crate::{
@@ -176,8 +177,7 @@ impl LogStore for ClusterStore {
     }
 
     async fn job(&self, job: &JobId) -> StoreResult<Option<Job>> {
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(job.record_key()).arg("user_id").arg("status");
+        let cmd = commands::job_record(job);
         let reply = self
             .short
             .run(|mut conn| async move {
@@ -206,9 +206,10 @@ impl LogStore for ClusterStore {
     }
 
     async fn stream_info(&self, job: &JobId) -> StoreResult<Option<StreamInfo>> {
-        let mut cmd = redis::cmd("XINFO");
-        cmd.arg("STREAM").arg(job.logs_key());
-        match self.query::<Value>("XINFO", &cmd).await {
+        match self
+            .query::<Value>("XINFO", &commands::stream_info(job))
+            .await
+        {
             Ok(value) => parse_stream_info(value).map(Some),
             // The one error that is an answer: the key does not exist.
             Err(StoreError::Other(detail)) if detail.contains("no such key") => Ok(None),
@@ -222,18 +223,10 @@ impl LogStore for ClusterStore {
         before: Option<StreamId>,
         count: usize,
     ) -> StoreResult<Vec<LogEntry>> {
-        let end = match before {
-            Some(StreamId::ZERO) => return Ok(Vec::new()),
-            Some(id) => format!("({id}"),
-            None => "+".to_owned(),
-        };
-        let mut cmd = redis::cmd("XREVRANGE");
-        cmd.arg(job.logs_key())
-            .arg(end)
-            .arg("-")
-            .arg("COUNT")
-            .arg(count);
-        parse_entries(self.query("XREVRANGE", &cmd).await?)
+        match commands::range_before(job, before, count) {
+            Some(cmd) => parse_entries(self.query("XREVRANGE", &cmd).await?),
+            None => Ok(Vec::new()),
+        }
     }
 
     async fn range_after(
@@ -242,16 +235,10 @@ impl LogStore for ClusterStore {
         after: StreamId,
         count: usize,
     ) -> StoreResult<Vec<LogEntry>> {
-        if after == StreamId::MAX {
-            return Ok(Vec::new());
+        match commands::range_after(job, after, count) {
+            Some(cmd) => parse_entries(self.query("XRANGE", &cmd).await?),
+            None => Ok(Vec::new()),
         }
-        let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(job.logs_key())
-            .arg(format!("({after}"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(count);
-        parse_entries(self.query("XRANGE", &cmd).await?)
     }
 
     /// `XADD`, then `EXPIRE`, as single commands: redis-rs follows `MOVED`/`ASK` for those, not
@@ -263,33 +250,25 @@ impl LogStore for ClusterStore {
         maxlen: usize,
         ttl: Duration,
     ) -> StoreResult<StreamId> {
-        let key = job.logs_key();
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(&key).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
-        for (name, value) in fields {
-            xadd.arg(*name).arg(*value);
-        }
-        let id: String = self.query("XADD", &xadd).await?;
-        let mut expire = redis::cmd("EXPIRE");
-        expire.arg(&key).arg(ttl.as_secs());
-        self.query::<i64>("EXPIRE", &expire).await?;
+        let id: String = self
+            .query("XADD", &commands::xadd(job, fields, maxlen))
+            .await?;
+        self.query::<i64>("EXPIRE", &commands::expire(job, ttl))
+            .await?;
         id.parse()
             .map_err(|_| StoreError::Other(format!("XADD returned a bad id {id:?}")))
     }
 
     async fn put_job(&self, job: &JobId, fields: Fields<'_>) -> StoreResult<()> {
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(job.record_key());
-        for (name, value) in fields {
-            cmd.arg(*name).arg(*value);
-        }
-        self.query::<i64>("HSET", &cmd).await.map(drop)
+        self.query::<i64>("HSET", &commands::put_job(job, fields))
+            .await
+            .map(drop)
     }
 
     async fn publish_event(&self, job: &JobId, payload: &str) -> StoreResult<()> {
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(job.events_channel()).arg(payload);
-        self.query::<i64>("PUBLISH", &cmd).await.map(drop)
+        self.query::<i64>("PUBLISH", &commands::publish(job, payload))
+            .await
+            .map(drop)
     }
 
     async fn live_reader(&self) -> StoreResult<Arc<dyn LiveReader>> {

@@ -1,0 +1,92 @@
+//! The commands both Redis backends (one Redis, a cluster) send for the runner's keys, built in
+//! one place: each touches one key, so each is valid on a cluster too.
+
+use std::time::Duration;
+
+use super::Fields;
+use crate::ids::{JobId, StreamId};
+
+/// The record fields buildlogs reads: `user_id`, then `status`.
+pub(super) fn job_record(job: &JobId) -> redis::Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(job.record_key()).arg("user_id").arg("status");
+    cmd
+}
+
+pub(super) fn stream_info(job: &JobId) -> redis::Cmd {
+    let mut cmd = redis::cmd("XINFO");
+    cmd.arg("STREAM").arg(job.logs_key());
+    cmd
+}
+
+/// Up to `count` entries strictly older than `before`, newest first; `None` when nothing can
+/// be older (`0-0`).
+pub(super) fn range_before(
+    job: &JobId,
+    before: Option<StreamId>,
+    count: usize,
+) -> Option<redis::Cmd> {
+    let end = match before {
+        Some(StreamId::ZERO) => return None,
+        Some(id) => format!("({id}"),
+        None => "+".to_owned(),
+    };
+    let mut cmd = redis::cmd("XREVRANGE");
+    cmd.arg(job.logs_key())
+        .arg(end)
+        .arg("-")
+        .arg("COUNT")
+        .arg(count);
+    Some(cmd)
+}
+
+/// Up to `count` entries strictly newer than `after`, oldest first; `None` when nothing can be
+/// newer.
+pub(super) fn range_after(job: &JobId, after: StreamId, count: usize) -> Option<redis::Cmd> {
+    if after == StreamId::MAX {
+        return None;
+    }
+    let mut cmd = redis::cmd("XRANGE");
+    cmd.arg(job.logs_key())
+        .arg(format!("({after}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(count);
+    Some(cmd)
+}
+
+/// The runner's append: `XADD … MAXLEN ~ maxlen * field value …`.
+pub(super) fn xadd(job: &JobId, fields: Fields<'_>, maxlen: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(job.logs_key())
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(maxlen)
+        .arg("*");
+    for (name, value) in fields {
+        cmd.arg(*name).arg(*value);
+    }
+    cmd
+}
+
+/// The runner's expiry refresh of a job's stream.
+pub(super) fn expire(job: &JobId, ttl: Duration) -> redis::Cmd {
+    let mut cmd = redis::cmd("EXPIRE");
+    cmd.arg(job.logs_key()).arg(ttl.as_secs());
+    cmd
+}
+
+pub(super) fn put_job(job: &JobId, fields: Fields<'_>) -> redis::Cmd {
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(job.record_key());
+    for (name, value) in fields {
+        cmd.arg(*name).arg(*value);
+    }
+    cmd
+}
+
+pub(super) fn publish(job: &JobId, payload: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("PUBLISH");
+    cmd.arg(job.events_channel()).arg(payload);
+    cmd
+}
