@@ -149,7 +149,7 @@ async fn fifty_jobs_over_the_slots_two_viewers_each_every_line_once_in_order() {
 
 #[tokio::test]
 async fn history_and_reset_after_a_trim_on_a_cluster() {
-    let (app, _cluster) = cluster_app(|_| {}).await;
+    let (app, cluster) = cluster_app(|_| {}).await;
     let job = app.job("user_a", "code").await;
     let ids = append_lines(&app.writer, &job, 1200, "h").await;
     assert_eq!(
@@ -157,6 +157,28 @@ async fn history_and_reset_after_a_trim_on_a_cluster() {
         ids,
         "paging visits every line once"
     );
+
+    // A `job:{id}` key of another type is no such job on a cluster too.
+    let odd = unique_job();
+    let mut conn = redis::cluster::ClusterClient::new(cluster.seed_urls())
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg(odd.record_key())
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let resp = app
+        .http
+        .get(app.url(&format!("/api/jobs/{odd}/logs")))
+        .bearer_auth(token("user_a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
 
     let trimmed = app.job("user_a", "code").await;
     let ids = append_lines(&app.writer.clone().with_maxlen(5), &trimmed, 300, "t").await;

@@ -181,19 +181,23 @@ impl LogStore for ClusterStore {
         let reply = self
             .short
             .run(|mut conn| async move {
-                cmd.query_async::<(Option<String>, Option<String>)>(&mut conn)
+                match cmd
+                    .query_async::<(Option<String>, Option<String>)>(&mut conn)
                     .await
+                {
+                    Ok(fields) => Ok(Some(fields)),
+                    // A `job:{id}` key of another type is no such job.
+                    Err(err) if err.code() == Some("WRONGTYPE") => Ok(None),
+                    Err(err) => Err(err),
+                }
             })
             .await;
-        match reply {
-            Ok((None, None)) => Ok(None),
-            Ok((user_id, status)) => Ok(Some(Job {
+        match self.observe("HMGET", reply)? {
+            None | Some((None, None)) => Ok(None),
+            Some((user_id, status)) => Ok(Some(Job {
                 user_id: user_id.unwrap_or_default(),
                 status: JobStatus(status.unwrap_or_default()),
             })),
-            // A `job:{id}` key of another type is no such job.
-            Err(StoreError::Other(detail)) if detail.contains("WRONGTYPE") => Ok(None),
-            Err(err) => self.observe("HMGET", Err(err)),
         }
     }
 
