@@ -25,6 +25,7 @@
 //! Shared by both
 //! - [`error`]: every error code with its status and title, in one table.
 //! - [`ids`], [`limits`], [`telemetry`]: strict id parsing, stream caps, metrics and tracing.
+//! - [`gate`]: futures polled only after they woke, for the hot loops of busy streams.
 //! - [`dev`]: `serve --dev`, a throwaway key and a demo job for a local try-out.
 
 pub mod api;
@@ -35,6 +36,7 @@ pub mod cors;
 pub mod dev;
 pub mod error;
 pub mod fanout;
+pub mod gate;
 pub mod history;
 pub mod ids;
 pub mod limits;

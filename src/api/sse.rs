@@ -11,7 +11,10 @@ use poem_openapi::{
     types::Type,
 };
 
-use crate::wire::{payload::StreamEvent, sse::StreamEnds};
+use crate::wire::{
+    payload::StreamEvent,
+    sse::{EventStream, Frames, StreamEnds},
+};
 
 /// A stream of rendered [`StreamEvent`] frames.
 pub struct SseFrames(pub BoxStream<'static, Bytes>, pub StreamEnds);
@@ -33,11 +36,19 @@ impl Payload for SseFrames {
 
 impl IntoResponse for SseFrames {
     fn into_response(self) -> Response {
-        let mut resp = Response::builder()
-            .content_type(Self::CONTENT_TYPE)
-            .body(Body::from_bytes_stream(self.0.map(Ok::<_, std::io::Error>)));
-        // The connection writing the stream races its blocked writes against these.
-        resp.extensions_mut().insert(self.1);
+        let frames = Frames::new(self.0);
+        let mut resp =
+            Response::builder()
+                .content_type(Self::CONTENT_TYPE)
+                .body(Body::from_bytes_stream(
+                    frames.clone().into_body().map(Ok::<_, std::io::Error>),
+                ));
+        // The connection takes the frames to write them itself, and races its blocked writes
+        // against the ends.
+        resp.extensions_mut().insert(EventStream {
+            frames,
+            ends: self.1,
+        });
         resp
     }
 }

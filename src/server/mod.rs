@@ -54,7 +54,7 @@ use self::{
     io::{ConnState, InFlight, Socket},
     stream::{Detached, Limits, relay, write_detached},
 };
-use crate::wire::sse::StreamEnds;
+use crate::wire::sse::EventStream;
 
 /// Largest request head (HTTP/1: 431 past it) or header list (HTTP/2).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -299,12 +299,14 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
             let mut resp = DynEndpoint::call(&*conn.endpoint, req)
                 .await
                 .unwrap_or_else(|err| err.into_response());
-            if let Some(ends) = resp.extensions_mut().remove::<StreamEnds>() {
-                if let Some(slot) = detach {
+            if let Some(EventStream { frames, ends }) = resp.extensions_mut().remove() {
+                if let Some(slot) = detach
+                    && let Some(frames) = frames.take()
+                {
                     // Every earlier response must reach the client whole before the stream
                     // leaves hyper: wait for hyper's flush of them.
                     let handover = if state.until_flushed(conn.settings.stall_limit).await {
-                        Handover::Stream(Detached::new(resp, version, ends))
+                        Handover::Stream(Detached::new(&resp, version, frames, ends))
                     } else {
                         Handover::Close
                     };
@@ -312,10 +314,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
                     // hyper never sees this response: the connection task drops the connection.
                     return std::future::pending().await;
                 }
-                if h2 {
-                    let frames = resp.take_body().into_bytes_stream().boxed();
+                if h2 && let Some(frames) = frames.take() {
                     let body = relay(
-                        frames,
+                        frames.map(Ok).boxed(),
                         ends,
                         conn.shutdown.clone(),
                         conn.settings.stall_limit,

@@ -14,12 +14,12 @@
 use std::{future::Future, io, io::IoSlice, pin::Pin, time::Duration};
 
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt, stream::BoxStream};
+use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
 use poem::{Response, http::Version};
 use tokio::{net::TcpStream, sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::wire::sse::StreamEnds;
+use crate::{gate::Gated, wire::sse::StreamEnds};
 
 /// Most body chunks gathered into one write when several are ready at once (a catch-up).
 const MAX_CHUNKS_PER_WRITE: usize = 32;
@@ -34,19 +34,24 @@ pub(super) struct Limits<'a> {
 /// An event stream taken out of hyper: its encoded head, its frames and its ends.
 pub(super) struct Detached {
     head: Vec<u8>,
-    body: BoxStream<'static, io::Result<Bytes>>,
+    body: BoxStream<'static, Bytes>,
     ends: StreamEnds,
     /// HTTP/1.1: chunked; HTTP/1.0: the body ends with the connection.
     chunked: bool,
 }
 
 impl Detached {
-    pub(super) fn new(resp: Response, version: Version, ends: StreamEnds) -> Self {
+    pub(super) fn new(
+        resp: &Response,
+        version: Version,
+        frames: BoxStream<'static, Bytes>,
+        ends: StreamEnds,
+    ) -> Self {
         let chunked = version == Version::HTTP_11;
-        let head = encode_head(&resp, chunked);
+        let head = encode_head(resp, chunked);
         Self {
             head,
-            body: resp.into_body().into_bytes_stream().boxed(),
+            body: frames,
             ends,
             chunked,
         }
@@ -107,6 +112,8 @@ pub(super) async fn write_detached(socket: &TcpStream, detached: Detached, limit
         socket,
         limits,
         ends: &ends,
+        // One future for the stream's whole life: its registration with the socket is made once.
+        gone: Gated::new(client_gone(socket).boxed()),
     };
     if out.send(&mut [IoSlice::new(&head)]).await.is_err() {
         return;
@@ -118,43 +125,53 @@ pub(super) async fn write_detached(socket: &TcpStream, detached: Detached, limit
     while !ended {
         let first = tokio::select! {
             biased;
-            () = client_gone(socket) => return,
+            () = &mut out.gone => return,
             first = body.next() => first,
         };
         match first {
-            Some(Ok(first)) => chunks.push(first),
+            Some(first) => chunks.push(first),
             None => break,
-            // The body failed: close without the last chunk, so the client sees it cut short.
-            Some(Err(_)) => return,
         }
         while chunks.len() < MAX_CHUNKS_PER_WRITE {
             match body.next().now_or_never() {
-                Some(Some(Ok(more))) => chunks.push(more),
+                Some(Some(more)) => chunks.push(more),
                 Some(None) => {
                     ended = true;
                     break;
                 }
-                Some(Some(Err(_))) => return,
                 None => break,
             }
         }
         chunks.retain(|c| !c.is_empty());
-        let mut slices = Vec::with_capacity(chunks.len() * 3);
         if chunked {
             sizes.clear();
             sizes.extend(chunks.iter().map(|c| SizeLine::new(c.len())));
-            for (chunk, size) in chunks.iter().zip(&sizes) {
-                slices.push(IoSlice::new(size.as_bytes()));
-                slices.push(IoSlice::new(chunk));
-                slices.push(IoSlice::new(b"\r\n"));
+        }
+        let pieces = || {
+            chunks.iter().enumerate().flat_map(|(i, chunk)| {
+                let framing: [&[u8]; 3] = if chunked {
+                    [sizes[i].as_bytes(), chunk, b"\r\n"]
+                } else {
+                    [b"", chunk, b""]
+                };
+                framing.into_iter().filter(|piece| !piece.is_empty())
+            })
+        };
+        // Most writes are one small frame: one contiguous write of a copy on the stack (no
+        // iovec per piece, no allocation). What the socket does not take goes by `writev`.
+        let total: usize = pieces().map(<[u8]>::len).sum();
+        let written = match write_coalesced(socket, pieces()) {
+            Ok(written) => written,
+            Err(_) => return,
+        };
+        if written < total {
+            let mut slices: Vec<IoSlice<'_>> = pieces().map(IoSlice::new).collect();
+            let mut rest = &mut slices[..];
+            IoSlice::advance_slices(&mut rest, written);
+            if out.send(rest).await.is_err() {
+                return;
             }
-        } else {
-            slices.extend(chunks.iter().map(|c| IoSlice::new(c)));
         }
-        if out.send(&mut slices).await.is_err() {
-            return;
-        }
-        drop(slices);
         chunks.clear();
     }
     drop(body);
@@ -162,6 +179,36 @@ pub(super) async fn write_detached(socket: &TcpStream, detached: Detached, limit
         return;
     }
     close_gracefully(socket).await;
+}
+
+/// Frames up to this size (with their chunk framing) are copied into one buffer to be written.
+const COALESCE_BYTES: usize = 2048;
+
+/// Writes `pieces` in one `write` from a copy on the stack when they are small: the bytes the
+/// socket took (0 when they are too large to copy). The caller sends the rest another way.
+fn write_coalesced<'p>(
+    socket: &TcpStream,
+    pieces: impl Iterator<Item = &'p [u8]>,
+) -> io::Result<usize> {
+    let mut buf = [0u8; COALESCE_BYTES];
+    let mut len = 0;
+    for piece in pieces {
+        let Some(dst) = buf.get_mut(len..len + piece.len()) else {
+            return Ok(0);
+        };
+        dst.copy_from_slice(piece);
+        len += piece.len();
+    }
+    let mut at = 0;
+    while at < len {
+        match socket.try_write(&buf[at..len]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
 }
 
 /// Sends our end-of-file and waits a moment for the client's, so that bytes it sent and we
@@ -196,6 +243,8 @@ struct Out<'a> {
     socket: &'a TcpStream,
     limits: Limits<'a>,
     ends: &'a StreamEnds,
+    /// [`client_gone`] on this stream's socket.
+    gone: Gated<BoxFuture<'a, ()>>,
 }
 
 impl Out<'_> {
@@ -203,20 +252,22 @@ impl Out<'_> {
     /// everything that ends the stream.
     async fn send(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<(), Stop> {
         let mut ends: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
-        let mut progress = Instant::now();
+        // When the socket last took bytes, read from the clock only once a write blocks.
+        let mut progress: Option<Instant> = None;
         while !slices.is_empty() {
             match self.socket.try_write_vectored(slices) {
                 Ok(0) => return Err(Stop::Gone),
                 Ok(n) => {
                     IoSlice::advance_slices(&mut slices, n);
-                    progress = Instant::now();
+                    progress = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let ends = ends.get_or_insert_with(|| Box::pin(self.ends.clone().reached()));
+                    let progress = *progress.get_or_insert_with(Instant::now);
                     tokio::select! {
                         biased;
                         ready = self.socket.writable() => ready.map_err(|_| Stop::Gone)?,
-                        () = client_gone(self.socket) => return Err(Stop::Gone),
+                        () = &mut self.gone => return Err(Stop::Gone),
                         () = self.limits.shutdown.cancelled() => return Err(Stop::Cut),
                         () = ends.as_mut() => return Err(Stop::Cut),
                         () = tokio::time::sleep_until(progress + self.limits.stall) => {

@@ -5,10 +5,10 @@
 //! ends at `done`, when its token expires (after a short `retry:`), at shutdown, when the job's
 //! record vanishes or changes owner, or when it falls too far behind.
 
-use std::{collections::VecDeque, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt, future::BoxFuture};
 use tokio::time::{Instant, Sleep};
 
 use super::{
@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     fanout::{Line, Next, Subscription},
+    gate::Gated,
     ids::{JobId, StreamId},
     limits::{OpenStream, StreamSlot},
     store::{JobStatus, LogEntry, StoreError},
@@ -107,15 +108,18 @@ pub(super) fn run(
         lag: live.as_ref().and_then(Subscription::lag_watch),
     };
     let heartbeat = ctx.settings.heartbeat;
-    // Everything that ends a stream from outside, as one future made once: a viewer's wake-ups
-    // then cost no timer or waiter registration beyond its own heartbeat.
+    // Everything that ends a stream from outside, as one future made once and gated (like the
+    // heartbeat): a viewer's wake-ups for lines then poll neither, only check a flag each.
     let shutdown = ctx.shutdown.clone().cancelled_owned();
-    let ended = Box::pin(async move {
-        tokio::select! {
-            () = shutdown => {}
-            () = tokio::time::sleep_until(expires_at) => {}
+    let ended = Gated::new(
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = tokio::time::sleep_until(expires_at) => {}
+            }
         }
-    });
+        .boxed(),
+    );
     let viewer = Viewer {
         ctx: ctx.clone(),
         _open: OpenStream::new(ctx.metrics.clone()),
@@ -130,7 +134,7 @@ pub(super) fn run(
         finished: false,
         heartbeat,
         last_sent: now,
-        heartbeat_timer: Box::pin(tokio::time::sleep_until(now + heartbeat)),
+        heartbeat_timer: Gated::new(tokio::time::sleep_until(now + heartbeat)),
         expires_at,
         expired: false,
         ended,
@@ -186,12 +190,12 @@ struct Viewer {
     finished: bool,
     heartbeat: Duration,
     last_sent: Instant,
-    heartbeat_timer: Pin<Box<Sleep>>,
+    heartbeat_timer: Gated<Sleep>,
     expires_at: Instant,
     /// The short `retry:` of an expired token was sent: the stream is over.
     expired: bool,
     /// Shutdown or token expiry.
-    ended: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ended: Gated<BoxFuture<'static, ()>>,
     retry_at: Option<Instant>,
     backoff: Duration,
     unflushed_lines: u64,
@@ -361,10 +365,10 @@ impl Viewer {
                                 HeartbeatData {},
                             ))));
                         self.heartbeat_timer
-                            .as_mut()
+                            .inner_mut()
                             .reset(Instant::now() + self.heartbeat);
                     } else {
-                        self.heartbeat_timer.as_mut().reset(due);
+                        self.heartbeat_timer.inner_mut().reset(due);
                     }
                 }
                 Wake::Live(Next::Lines(batch)) => self.queue_lines(batch.lines()),

@@ -5,11 +5,15 @@
 //! every socket, so fan-out costs a reference-count increment per viewer, not a JSON encoding.
 
 use std::sync::{
-    Arc,
+    Arc, Mutex,
     atomic::{AtomicU64, Ordering},
 };
 
 use bytes::Bytes;
+use futures_util::{
+    Stream, StreamExt,
+    stream::{self, BoxStream},
+};
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio::{sync::watch, time::Instant};
@@ -49,11 +53,43 @@ fn message(id: Option<&str>, event: &str, data: &impl Serialize) -> Bytes {
     Bytes::from(buf)
 }
 
-/// Marks a response as an event stream (a response extension) and carries what must end the
-/// stream even while nobody takes its frames: once a client stops reading, the writes block and
-/// the stream itself is no longer polled, so the connection that writes it races its blocked
-/// writes against [`StreamEnds::reached`] (and against shutdown, its client leaving and its
-/// own stall limit, which it knows itself).
+/// Marks a response as an event stream (a response extension): its [`Frames`], for the
+/// connection to write itself, and its [`StreamEnds`].
+#[derive(Clone)]
+pub struct EventStream {
+    pub frames: Frames,
+    pub ends: StreamEnds,
+}
+
+/// An event stream's frames, taken once: by the connection that writes the stream itself (no
+/// body adapters between the frames and the socket), or else by the response body.
+#[derive(Clone)]
+pub struct Frames(Arc<Mutex<Option<BoxStream<'static, Bytes>>>>);
+
+impl Frames {
+    pub fn new(frames: BoxStream<'static, Bytes>) -> Self {
+        Self(Arc::new(Mutex::new(Some(frames))))
+    }
+
+    /// The frames, unless they were taken already.
+    pub fn take(&self) -> Option<BoxStream<'static, Bytes>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The frames as a response body's stream, taken at its first poll (empty if the
+    /// connection took them).
+    pub fn into_body(self) -> impl Stream<Item = Bytes> + Send + 'static {
+        futures_util::stream::once(
+            async move { self.take().unwrap_or_else(|| stream::empty().boxed()) },
+        )
+        .flatten()
+    }
+}
+
+/// What must end an event stream even while nobody takes its frames: once a client stops
+/// reading, the writes block and the stream itself is no longer polled, so the connection that
+/// writes it races its blocked writes against [`StreamEnds::reached`] (and against shutdown,
+/// its client leaving and its own stall limit, which it knows itself).
 #[derive(Clone, Debug)]
 pub struct StreamEnds {
     /// The token's `exp` plus the leeway.
