@@ -158,13 +158,19 @@ describe.concurrent("token expiry in headless Chromium (real server, 2-3 s token
     // Same origin as the API, so the cookie goes with the EventSource's requests.
     await page.goto(`${stack.baseUrl}/healthz`);
     const streamRequests = recordStreamRequests(page);
-    // Clerk refreshes __session well before it expires; so does this, every second.
+    const statuses: number[] = [];
+    page.on("response", (response) => {
+      if (response.url().endsWith("/logs/stream")) statuses.push(response.status());
+    });
+    // Clerk refreshes __session well before it expires; so does this, four times a second (a
+    // loaded machine can delay a refresh by a second or more, and a reconnect on an expired
+    // cookie is a 401 that ends a native EventSource for good).
     const setCookie = () =>
       browser.context.addCookies([
         { name: "__session", value: stack.token(USER, { ttlSecs: TOKEN_SECS }), url: stack.baseUrl },
       ]);
     await setCookie();
-    const refresher = setInterval(() => void setCookie(), 1000);
+    const refresher = setInterval(() => void setCookie(), 250);
     try {
       await page.evaluate(
         (path) =>
@@ -192,9 +198,13 @@ describe.concurrent("token expiry in headless Chromium (real server, 2-3 s token
       );
       const ids = await stack.runner.appendMany(job, LINES, "line", 50);
       await stack.runner.setStatus(job, "ready");
-      await page.waitForFunction(() => window.seen.done, null, { timeout: 10_000 });
+      await page.waitForFunction(() => window.seen.done, null, { timeout: 10_000 }).catch(async (e: unknown) => {
+        const seen = await page.evaluate(() => ({ ...window.seen, lines: window.seen.lines.length }));
+        throw new Error(`no done: ${JSON.stringify({ seen, statuses })}`, { cause: e });
+      });
       const endedAt = Date.now();
       const seen = await page.evaluate(() => window.seen);
+      expect(statuses.every((s) => s === 200)).toBe(true);
 
       expect(seen.lines.map((l) => l.id)).toEqual(ids);
       expect(longestGap(seen.lines.map((l) => l.at))).toBeLessThan(1000);
