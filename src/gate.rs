@@ -1,5 +1,5 @@
-//! [`Gated`]: a future that is polled again only after it has woken its task, so a `select!`
-//! that polls it at every wake-up of a busy stream pays two atomic operations instead of its
+//! [`Gated`]: a future that is polled again only after it has woken its task (and
+//! [`GatedStream`], a stream), so a `select!` or poll loop that polls it at every wake-up of a busy stream pays two atomic operations instead of its
 //! inner poll (a shared cancellation token's lock, a timer's or a socket's registration).
 
 use std::{
@@ -12,16 +12,30 @@ use std::{
     task::{Context, Poll, Wake, Waker},
 };
 
-use futures_util::task::AtomicWaker;
+use futures_util::{Stream, StreamExt, task::AtomicWaker};
 
 /// Wraps `F`, polling it only when it asked to be (its waker was called) or was reset.
 pub struct Gated<F> {
     inner: Pin<Box<F>>,
+    gate: Gate,
+}
+
+/// Wraps a stream, polling it again only after it yielded an item or asked to be (its waker
+/// was called): a loop that polls it at every wake-up of its task skips it while it waits.
+pub struct GatedStream<S> {
+    inner: S,
+    gate: Gate,
+}
+
+/// Whether the gated future or stream must be polled, and the waker it is polled with.
+struct Gate {
     flag: Arc<Flag>,
-    /// The waker `inner` is polled with: it raises the flag, then wakes the task.
+    /// The waker the inner future is polled with: it raises the flag, then wakes the task.
     waker: Waker,
     /// The task's waker last registered in the flag.
     task: Option<Waker>,
+    /// Poll the inner future next time though it did not wake (it yielded, or was changed).
+    forced: bool,
 }
 
 struct Flag {
@@ -40,41 +54,43 @@ impl Wake for Flag {
     }
 }
 
-impl<F: Future> Gated<F> {
-    pub fn new(inner: F) -> Self {
+impl Gate {
+    fn new() -> Self {
         let flag = Arc::new(Flag {
             // The first poll always reaches the inner future, which registers our waker.
             woken: AtomicBool::new(true),
             task: AtomicWaker::new(),
         });
         Self {
-            inner: Box::pin(inner),
             waker: Waker::from(flag.clone()),
             flag,
             task: None,
+            forced: false,
         }
     }
 
-    /// The inner future, to change (a timer's deadline): it is polled at the next poll.
-    pub fn inner_mut(&mut self) -> Pin<&mut F> {
-        self.flag.woken.store(true, Ordering::Release);
-        self.inner.as_mut()
+    /// The next poll reaches the inner future.
+    fn open(&mut self) {
+        self.forced = true;
     }
 
-    pub fn poll_gated(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if !self.flag.woken.swap(false, Ordering::AcqRel) {
-            // Not woken since the last poll, so the task's waker registered then is still
-            // there (a wake takes it): register again only for another task's.
-            if !self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-                self.register(cx);
-            }
-            return Poll::Pending;
+    /// Whether the inner future must be polled now; either way, `cx`'s task is woken when it
+    /// must be next.
+    fn pass(&mut self, cx: &Context<'_>) -> bool {
+        if self.flag.woken.load(Ordering::Acquire) {
+            // The wake took the task's waker: register it again, before the inner poll so
+            // that a wake during that poll is not lost.
+            self.register(cx);
+            self.flag.woken.store(false, Ordering::Release);
+            self.forced = false;
+            return true;
         }
-        // Registered before the inner poll, so that a wake during it is not lost.
-        self.register(cx);
-        self.inner
-            .as_mut()
-            .poll(&mut Context::from_waker(&self.waker))
+        // Not woken since the last poll, so the task's waker registered then is still there:
+        // register again only for another task's.
+        if !self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            self.register(cx);
+        }
+        std::mem::take(&mut self.forced)
     }
 
     fn register(&mut self, cx: &Context<'_>) {
@@ -83,6 +99,30 @@ impl<F: Future> Gated<F> {
             Some(task) => task.clone_from(cx.waker()),
             None => self.task = Some(cx.waker().clone()),
         }
+    }
+}
+
+impl<F: Future> Gated<F> {
+    pub fn new(inner: F) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            gate: Gate::new(),
+        }
+    }
+
+    /// The inner future, to change (a timer's deadline): it is polled at the next poll.
+    pub fn inner_mut(&mut self) -> Pin<&mut F> {
+        self.gate.open();
+        self.inner.as_mut()
+    }
+
+    pub fn poll_gated(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if !self.gate.pass(cx) {
+            return Poll::Pending;
+        }
+        self.inner
+            .as_mut()
+            .poll(&mut Context::from_waker(&self.gate.waker))
     }
 }
 
@@ -96,6 +136,29 @@ impl<F: Future> Future for Gated<F> {
 }
 
 impl<F> Unpin for Gated<F> {}
+
+impl<S: Stream + Unpin> GatedStream<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            gate: Gate::new(),
+        }
+    }
+
+    pub fn poll_next_gated(&mut self, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if !self.gate.pass(cx) {
+            return Poll::Pending;
+        }
+        let next = self
+            .inner
+            .poll_next_unpin(&mut Context::from_waker(&self.gate.waker));
+        if next.is_ready() {
+            // More may be ready at once: only a `Pending` closes the gate.
+            self.gate.open();
+        }
+        next
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -135,5 +198,48 @@ mod tests {
             .await
             .expect("the reset deadline applies");
         assert!(tokio::time::Instant::now() >= at);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gated_stream_is_polled_until_pending_then_only_after_a_wake() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = {
+            let polls = polls.clone();
+            tokio_stream_like(rx, polls)
+        };
+        let mut gated = GatedStream::new(Box::pin(counted));
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        assert_eq!(poll_once(&mut gated).await, Poll::Ready(Some(1)));
+        assert_eq!(poll_once(&mut gated).await, Poll::Ready(Some(2)));
+        assert_eq!(poll_once(&mut gated).await, Poll::Pending);
+        let before = polls.load(Ordering::Relaxed);
+        for _ in 0..10 {
+            assert_eq!(poll_once(&mut gated).await, Poll::Pending);
+        }
+        assert_eq!(
+            polls.load(Ordering::Relaxed),
+            before,
+            "gated while it waits"
+        );
+        tx.send(3).unwrap();
+        assert_eq!(poll_once(&mut gated).await, Poll::Ready(Some(3)));
+        drop(tx);
+        assert_eq!(poll_once(&mut gated).await, Poll::Ready(None));
+    }
+
+    async fn poll_once<S: Stream + Unpin>(gated: &mut GatedStream<S>) -> Poll<Option<S::Item>> {
+        std::future::poll_fn(|cx| Poll::Ready(gated.poll_next_gated(cx))).await
+    }
+
+    fn tokio_stream_like(
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<u32>,
+        polls: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> impl Stream<Item = u32> {
+        futures_util::stream::poll_fn(move |cx| {
+            polls.fetch_add(1, Ordering::Relaxed);
+            rx.poll_recv(cx)
+        })
     }
 }

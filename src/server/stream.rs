@@ -11,7 +11,7 @@
 //! stops polling a stream's body while the client's flow-control window is closed: [`relay`]
 //! runs it in a task of its own that applies the same ends.
 
-use std::{future::Future, io, io::IoSlice, pin::Pin, time::Duration};
+use std::{future::Future, io, io::IoSlice, pin::Pin, task::Poll, time::Duration};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
@@ -19,7 +19,10 @@ use poem::{Response, http::Version};
 use tokio::{net::TcpStream, sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::{gate::Gated, wire::sse::StreamEnds};
+use crate::{
+    gate::{Gated, GatedStream},
+    wire::sse::StreamEnds,
+};
 
 /// Most body chunks gathered into one write when several are ready at once (a catch-up).
 const MAX_CHUNKS_PER_WRITE: usize = 32;
@@ -104,7 +107,7 @@ enum Stop {
 pub(super) async fn write_detached(socket: &TcpStream, detached: Detached, limits: Limits<'_>) {
     let Detached {
         head,
-        mut body,
+        body,
         ends,
         chunked,
     } = detached;
@@ -121,26 +124,35 @@ pub(super) async fn write_detached(socket: &TcpStream, detached: Detached, limit
     drop(head);
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut sizes: Vec<SizeLine> = Vec::new();
+    // Gated: after it has said it has nothing ready, the stream is polled again only when it
+    // wakes the task, not each time the task runs (once per write, or when the socket wakes).
+    let mut body = GatedStream::new(body);
     let mut ended = false;
     while !ended {
-        let first = tokio::select! {
-            biased;
-            () = &mut out.gone => return,
-            first = body.next() => first,
-        };
-        match first {
-            Some(first) => chunks.push(first),
-            None => break,
-        }
-        while chunks.len() < MAX_CHUNKS_PER_WRITE {
-            match body.next().now_or_never() {
-                Some(Some(more)) => chunks.push(more),
-                Some(None) => {
-                    ended = true;
-                    break;
-                }
-                None => break,
+        // Every frame ready now, up to a bound, to go in one write.
+        let gone = std::future::poll_fn(|cx| {
+            if out.gone.poll_gated(cx).is_ready() {
+                return Poll::Ready(true);
             }
+            while chunks.len() < MAX_CHUNKS_PER_WRITE {
+                match body.poll_next_gated(cx) {
+                    Poll::Ready(Some(chunk)) => chunks.push(chunk),
+                    Poll::Ready(None) => {
+                        ended = true;
+                        return Poll::Ready(false);
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if chunks.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(false)
+            }
+        })
+        .await;
+        if gone {
+            return;
         }
         chunks.retain(|c| !c.is_empty());
         if chunked {

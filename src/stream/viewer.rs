@@ -5,10 +5,20 @@
 //! ends at `done`, when its token expires (after a short `retry:`), at shutdown, when the job's
 //! record vanishes or changes owner, or when it falls too far behind.
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt, future::BoxFuture};
+use futures_util::{
+    FutureExt, StreamExt,
+    future::{BoxFuture, Fuse},
+};
 use tokio::time::{Instant, Sleep};
 
 use super::{
@@ -108,18 +118,21 @@ pub(super) fn run(
         lag: live.as_ref().and_then(Subscription::lag_watch),
     };
     let heartbeat = ctx.settings.heartbeat;
-    // Everything that ends a stream from outside, as one future made once and gated (like the
-    // heartbeat): a viewer's wake-ups for lines then poll neither, only check a flag each.
+    // Everything that ends a stream from outside, and its heartbeat, as one future made once
+    // and gated: a viewer's wake-ups for lines then poll none of it, only check one flag.
     let shutdown = ctx.shutdown.clone().cancelled_owned();
-    let ended = Gated::new(
-        async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = tokio::time::sleep_until(expires_at) => {}
-            }
+    let ended = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = tokio::time::sleep_until(expires_at) => {}
         }
-        .boxed(),
-    );
+    }
+    .boxed()
+    .fuse();
+    let timers = Gated::new(Timers {
+        ended,
+        heartbeat: Box::pin(tokio::time::sleep_until(now + heartbeat)),
+    });
     let viewer = Viewer {
         ctx: ctx.clone(),
         _open: OpenStream::new(ctx.metrics.clone()),
@@ -134,10 +147,9 @@ pub(super) fn run(
         finished: false,
         heartbeat,
         last_sent: now,
-        heartbeat_timer: Gated::new(tokio::time::sleep_until(now + heartbeat)),
         expires_at,
         expired: false,
-        ended,
+        timers,
         retry_at: None,
         backoff: Duration::from_millis(100),
         unflushed_lines: 0,
@@ -190,12 +202,11 @@ struct Viewer {
     finished: bool,
     heartbeat: Duration,
     last_sent: Instant,
-    heartbeat_timer: Gated<Sleep>,
     expires_at: Instant,
     /// The short `retry:` of an expired token was sent: the stream is over.
     expired: bool,
-    /// Shutdown or token expiry.
-    ended: Gated<BoxFuture<'static, ()>>,
+    /// Shutdown or token expiry, and the heartbeat.
+    timers: Gated<Timers>,
     retry_at: Option<Instant>,
     backoff: Duration,
     unflushed_lines: u64,
@@ -204,6 +215,34 @@ struct Viewer {
 impl Drop for Viewer {
     fn drop(&mut self) {
         self.flush_metrics();
+    }
+}
+
+/// A stream's end from outside (shutdown, token expiry) and its heartbeat timer.
+struct Timers {
+    ended: Fuse<BoxFuture<'static, ()>>,
+    heartbeat: Pin<Box<Sleep>>,
+}
+
+enum Tick {
+    End,
+    Heartbeat,
+}
+
+impl Timers {
+    fn reset_heartbeat(self: Pin<&mut Self>, at: Instant) {
+        self.get_mut().heartbeat.as_mut().reset(at);
+    }
+}
+
+impl Future for Timers {
+    type Output = Tick;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Tick> {
+        if self.ended.poll_unpin(cx).is_ready() {
+            return Poll::Ready(Tick::End);
+        }
+        self.heartbeat.as_mut().poll(cx).map(|()| Tick::Heartbeat)
     }
 }
 
@@ -345,10 +384,12 @@ impl Viewer {
                 };
                 tokio::select! {
                     biased;
-                    () = &mut self.ended => Wake::End,
+                    tick = &mut self.timers => match tick {
+                        Tick::End => Wake::End,
+                        Tick::Heartbeat => Wake::Heartbeat,
+                    },
                     () = async { tokio::time::sleep_until(retry_at.unwrap_or(now)).await }, if retry_at.is_some() => Wake::Retry,
                     next = live => Wake::Live(next),
-                    () = &mut self.heartbeat_timer => Wake::Heartbeat,
                 }
             };
             match wake {
@@ -364,11 +405,11 @@ impl Viewer {
                             .push_back(Frame::other(frame(&StreamEvent::Heartbeat(
                                 HeartbeatData {},
                             ))));
-                        self.heartbeat_timer
+                        self.timers
                             .inner_mut()
-                            .reset(Instant::now() + self.heartbeat);
+                            .reset_heartbeat(Instant::now() + self.heartbeat);
                     } else {
-                        self.heartbeat_timer.inner_mut().reset(due);
+                        self.timers.inner_mut().reset_heartbeat(due);
                     }
                 }
                 Wake::Live(Next::Lines(batch)) => self.queue_lines(batch.lines()),
