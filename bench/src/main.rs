@@ -12,7 +12,8 @@
 //! the fan-out mode, any `--server-bin` such as the product's `target/release/buildlogs`.
 //!
 //! Scenarios: `fanout` (1 job, 2,000 viewers, 50 lines/s), `many` (500 jobs × 2 viewers,
-//! 10 lines/s each, with history requests alongside), `idle` (10,000 streams on heartbeats),
+//! 10 lines/s each, the jobs' lines spread evenly over each tick, with history requests
+//! alongside), `idle` (10,000 streams on heartbeats),
 //! `history` (pages of 100 from a 100,000-line stream, 64 concurrent clients, against a bare
 //! Redis client doing the same reads); and two floors that run no buildlogs at all, `floor` (a
 //! bare `XREAD BLOCK` client) and `sendfloor` (a bare socket server fanning lines out to
@@ -632,10 +633,22 @@ async fn live(
     let opened = opened.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let history_base = if with_history {
-        Some(history_latency(&server.base, &token, Duration::from_secs(3), 4).await)
+    // The history requests alongside read Redis too: what one costs is measured here, with no
+    // lines flowing (against the live path's own reads at rest over a second just before), and
+    // subtracted from the reads per line below.
+    let (history_base, history_reads_per_request) = if with_history {
+        let (rest_start, _) = redis.stats().await?;
+        let rest = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (rest_end, _) = redis.stats().await?;
+        let rest_rate = (rest_end - rest_start) as f64 / rest.elapsed().as_secs_f64();
+        let measured = Instant::now();
+        let base = history_latency(&server.base, &token, Duration::from_secs(3), 4).await;
+        let (after, _) = redis.stats().await?;
+        let reads = (after - rest_end) as f64 - rest_rate * measured.elapsed().as_secs_f64();
+        (Some(base), (reads / base.3 as f64).max(0.0))
     } else {
-        None
+        (None, 0.0)
     };
     let (reads_before, _) = redis.stats().await?;
     let history_during = if with_history {
@@ -655,23 +668,34 @@ async fn live(
         None
     };
 
-    // Writers: every job gets `rate` lines a second, spread over the second.
+    // Writers: every job gets `rate` lines a second, and the jobs' lines are spread evenly over
+    // each 1/rate tick (job i writes i/jobs of a tick after job 0), not sent as one burst. Each
+    // millisecond, the lines due by then go in one pipeline.
     let total_lines = rate * args.secs;
+    let due_lines = total_lines * jobs_n as u64;
+    let line_nanos = 1_000_000_000f64 / (rate as f64 * jobs_n as f64);
     let cpu_before = (server.cpu_ticks(), own_cpu_ticks());
     let started = Instant::now();
-    let tick = Duration::from_nanos(1_000_000_000 / rate);
-    let mut interval = tokio::time::interval(tick);
+    let mut interval = tokio::time::interval(Duration::from_millis(1));
     let mut peak_rss = 0;
     let mut peak_conns = 0;
-    for seq in 0..total_lines {
+    let mut next_line = 0u64;
+    let mut next_sample = Duration::ZERO;
+    while next_line < due_lines {
         interval.tick().await;
+        let elapsed = started.elapsed();
         let t = now_nanos();
-        let lines = jobs
-            .iter()
-            .map(|job| xadd(job, format!("seq={seq} t={t}"), true))
-            .collect();
-        conn.all(lines).await?;
-        if seq % rate == 0 {
+        let mut lines = Vec::new();
+        while next_line < due_lines && next_line as f64 * line_nanos <= elapsed.as_nanos() as f64 {
+            let (seq, job) = (next_line / jobs_n as u64, next_line as usize % jobs_n);
+            lines.push(xadd(&jobs[job], format!("seq={seq} t={t}"), true));
+            next_line += 1;
+        }
+        if !lines.is_empty() {
+            conn.all(lines).await?;
+        }
+        if elapsed >= next_sample {
+            next_sample += Duration::from_secs(1);
             peak_rss = peak_rss.max(server.rss_kb());
             peak_conns = peak_conns.max(redis.stats().await?.1);
         }
@@ -708,10 +732,21 @@ async fn live(
     let lines_written = total_lines * jobs_n as u64;
     let mut extra =
         format!("CPU: server {server_cpu:.0}%, load generator {bench_cpu:.0}% (of one core)");
+    let all_reads = (reads_after - reads_before) as f64;
+    let mut live_reads = all_reads;
     if let (Some(base), Some(during)) = (history_base, history_during) {
+        let history_reads = during.3 as f64 * history_reads_per_request;
+        live_reads = (all_reads - history_reads).max(0.0);
         extra += &format!(
-            "; history p50/p99 {:.2}/{:.2} ms idle → {:.2}/{:.2} ms under load",
-            base.0, base.1, during.0, during.1
+            "; history p50/p99 {:.2}/{:.2} ms idle → {:.2}/{:.2} ms under load; reads/line \
+             without subtracting the {} history requests' ({history_reads_per_request:.2} each): \
+             {:.2}",
+            base.0,
+            base.1,
+            during.0,
+            during.1,
+            during.3,
+            all_reads / lines_written as f64,
         );
     }
     Ok(Row {
@@ -730,19 +765,20 @@ async fn live(
         complete: format!("{complete}/{streams}"),
         rss_mb: peak_rss as f64 / 1024.0,
         per_stream_kb: (peak_rss.saturating_sub(rss_before)) as f64 / streams as f64,
-        reads_per_line: (reads_after - reads_before) as f64 / lines_written as f64,
+        reads_per_line: live_reads / lines_written as f64,
         redis_conns: peak_conns.max(conns_after),
         extra,
     })
 }
 
-/// p50/p99 (ms) and requests/s of history pages from random points of the `history` job.
+/// p50/p99 (ms), requests/s and requests made, of history pages from random points of the
+/// `history` job.
 async fn history_latency(
     base: &str,
     token: &str,
     dur: Duration,
     clients: usize,
-) -> (f64, f64, f64) {
+) -> (f64, f64, f64, u64) {
     let http = reqwest::Client::new();
     let first: serde_json::Value = http
         .get(format!("{base}/api/jobs/history/logs?limit=1"))
@@ -809,6 +845,7 @@ async fn history_latency(
         percentile(&all, 0.5),
         percentile(&all, 0.99),
         count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        count.load(Ordering::Relaxed),
     )
 }
 
@@ -901,7 +938,7 @@ async fn history(bin: &PathBuf, keys: &(String, Signer), secs: u64) -> anyhow::R
         let _: () = pipe.query_async(&mut conn).await?;
     }
     let dur = Duration::from_secs(secs.clamp(5, 30));
-    let (p50, p99, rps) = history_latency(&server.base, &token, dur, 64).await;
+    let (p50, p99, rps, _) = history_latency(&server.base, &token, dur, 64).await;
     let (bare50, bare99, bare_rps) = bare_redis_history(&redis, dur, 64).await?;
     Ok(Row {
         scenario: "history".into(),
