@@ -1,5 +1,5 @@
 //! The one error vocabulary (contract §5): every code the API can return, with its HTTP status
-//! and title, in one table ([`error_codes!`] below), and [`ApiError`], the error every layer
+//! and title, in one table (`error_codes!` below), and [`ApiError`], the error every layer
 //! returns. The spec's `ErrorCode` enum, the statuses of the typed responses and the
 //! problem+json body ([`crate::wire::Problem`]) all come from that table.
 

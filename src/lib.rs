@@ -27,6 +27,7 @@
 //! - [`ids`], [`limits`], [`telemetry`]: strict id parsing, stream caps, metrics and tracing.
 //! - [`gate`]: futures polled only after they woke, for the hot loops of busy streams.
 //! - [`dev`]: `serve --dev`, a throwaway key and a demo job for a local try-out.
+#![allow(rustdoc::private_intra_doc_links)] // the docs are read with --document-private-items
 
 pub mod api;
 pub mod app;

@@ -1,8 +1,9 @@
 //! The HTTP server and the connection edge: accepts TCP connections, serves each with hyper
 //! (HTTP/1.1 and 1.0, or HTTP/2 with prior knowledge) in front of the poem endpoint, ends
 //! every event stream on every path, and drains connections at shutdown. Nothing above this
-//! module knows about sockets: an event stream is a response carrying
-//! [`StreamEnds`](crate::wire::sse::StreamEnds), and the rest is decided here.
+//! module knows about sockets: an event stream is a response carrying an
+//! [`EventStream`] (its frames, which a detached stream's writer takes straight from the
+//! engine, and its [`StreamEnds`](crate::wire::sse::StreamEnds)), and the rest is decided here.
 //!
 //! Which event streams leave hyper, and why: an idle stream must cost little memory, and
 //! hyper keeps an 8 KB read buffer and an 8 KB write buffer per HTTP/1 connection for as long

@@ -1,5 +1,5 @@
-//! One viewer's event stream, in two steps: [`open`] decides what the request gets (the pure
-//! rules of [`open::decide`], then a slot under the caps), and [`viewer`] runs the stream:
+//! One viewer's event stream, in two steps: [`open`](mod@open) decides what the request gets
+//! (the pure rules of [`open::decide`], then a slot under the caps), and [`viewer`] runs it:
 //! catch-up from the store by id, the live feed, heartbeats, `done`, and its end at token
 //! expiry or shutdown.
 //!
