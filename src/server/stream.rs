@@ -129,11 +129,10 @@ pub(super) async fn write_detached(socket: &TcpStream, detached: Detached, limit
     let mut body = GatedStream::new(body);
     let mut ended = false;
     while !ended {
-        // Every frame ready now, up to a bound, to go in one write.
+        // Every frame ready now, up to a bound, to go in one write. The client leaving is
+        // checked when there is nothing to write: with frames to write, a departed client
+        // shows as a failed write (or, when the socket is full, in `Out::send`'s race).
         let gone = std::future::poll_fn(|cx| {
-            if out.gone.poll_gated(cx).is_ready() {
-                return Poll::Ready(true);
-            }
             while chunks.len() < MAX_CHUNKS_PER_WRITE {
                 match body.poll_next_gated(cx) {
                     Poll::Ready(Some(chunk)) => chunks.push(chunk),
@@ -144,10 +143,12 @@ pub(super) async fn write_detached(socket: &TcpStream, detached: Detached, limit
                     Poll::Pending => break,
                 }
             }
-            if chunks.is_empty() {
-                Poll::Pending
-            } else {
+            if !chunks.is_empty() {
                 Poll::Ready(false)
+            } else if out.gone.poll_gated(cx).is_ready() {
+                Poll::Ready(true)
+            } else {
+                Poll::Pending
             }
         })
         .await;

@@ -75,6 +75,52 @@ async fn a_client_that_sent_stray_bytes_then_left_frees_its_stream_at_once() {
     }
 }
 
+#[tokio::test]
+async fn a_busy_stream_whose_client_left_is_freed_at_once() {
+    let app = spawn_app_with(Backend::Redis, |c| c.heartbeat_secs = 300).await;
+    let job = app.job("user_a", "code").await;
+    // A line every 5 ms: the stream always has something to write.
+    let writer = app.writer.clone();
+    let flowing = job.clone();
+    let lines = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        for i in 0.. {
+            tick.tick().await;
+            writer
+                .append(
+                    &flowing,
+                    buildlogs::writer::Source::Stdout,
+                    "build",
+                    &format!("line {i}"),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    for how in ["fin", "rst"] {
+        let mut tcp = open_raw(&app, job.as_str(), &token("user_a")).await;
+        gauge_within(&app, "buildlogs_open_streams", 1.0, Duration::from_secs(5)).await;
+        // Lines are arriving: read some of them.
+        let mut got = Vec::new();
+        while got.windows(10).filter(|w| *w == b"event: log").count() < 5 {
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stream ended early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        tcp.write_all(b"noise").await.unwrap();
+        if how == "rst" {
+            socket2::SockRef::from(&tcp)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
+        drop(tcp);
+        gauge_within(&app, "buildlogs_open_streams", 0.0, Duration::from_secs(1)).await;
+        gauge_within(&app, "buildlogs_live_jobs", 0.0, Duration::from_secs(1)).await;
+    }
+    lines.abort();
+}
+
 /// Floods `job` with long lines until `stop`, so a stalled reader's writes block.
 fn flood(app: &TestApp, job: &buildlogs::ids::JobId) -> tokio::task::JoinHandle<()> {
     let writer = app.writer.clone();
