@@ -295,6 +295,7 @@ impl App {
         let settings = server::Settings {
             stall_limit: Duration::from_secs(self.state.config.stream_stall_secs),
             idle_timeout: Duration::from_secs(self.state.config.idle_timeout_secs),
+            stalled: self.state.metrics().stalled_streams_cut.clone(),
         };
         let ops = metrics.map(|listener| {
             if let Ok(addr) = listener.local_addr() {
@@ -303,7 +304,7 @@ impl App {
             tokio::spawn(server::run(
                 listener,
                 Arc::new(ToDynEndpoint(self.ops_endpoint())),
-                settings,
+                settings.clone(),
                 self.state.shutdown().clone(),
                 SHUTDOWN_GRACE,
             ))

@@ -60,6 +60,7 @@ pub struct Metrics {
     pub redis_errors: Counter,
     pub streams_rejected: Counter,
     pub slow_viewers_cut: Counter,
+    pub stalled_streams_cut: Counter,
     auth_failures: Family<ReasonLabel, Counter>,
     request_duration: Family<RouteLabels, Histogram>,
 }
@@ -79,6 +80,7 @@ impl Metrics {
         let redis_errors = Counter::default();
         let streams_rejected = Counter::default();
         let slow_viewers_cut = Counter::default();
+        let stalled_streams_cut = Counter::default();
         let auth_failures = Family::<ReasonLabel, Counter>::default();
         // Every reason is exported from the start, at zero, so dashboards see the full set.
         for reason in AuthFailureReason::ALL {
@@ -120,6 +122,11 @@ impl Metrics {
             slow_viewers_cut.clone(),
         );
         registry.register(
+            "buildlogs_stalled_streams_disconnected",
+            "Streams ended because their client read nothing for the stall limit",
+            stalled_streams_cut.clone(),
+        );
+        registry.register(
             "buildlogs_auth_failures",
             "Requests refused authentication, by reason",
             auth_failures.clone(),
@@ -137,6 +144,7 @@ impl Metrics {
             redis_errors,
             streams_rejected,
             slow_viewers_cut,
+            stalled_streams_cut,
             auth_failures,
             request_duration,
         }

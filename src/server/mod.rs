@@ -48,6 +48,7 @@ use poem::{
     http::{Method, StatusCode, Version, header, uri::Scheme},
     web::{LocalAddr, RemoteAddr},
 };
+use prometheus_client::metrics::counter::Counter;
 use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -68,7 +69,7 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 pub type Endpoint = Arc<dyn DynEndpoint<Output = Response>>;
 
 /// How connections run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// An event stream whose client reads nothing for this long, while there is data to send,
     /// is ended (`STREAM_STALL_SECS`).
@@ -78,6 +79,9 @@ pub struct Settings {
     /// first bytes, hyper's header timeout on HTTP/1 (which also closes a keep-alive connection
     /// waiting that long for its next request), the idle check on HTTP/2.
     pub idle_timeout: Duration,
+    /// Counts the streams ended by the stall limit
+    /// (`buildlogs_stalled_streams_disconnected_total`).
+    pub stalled: Counter,
 }
 
 /// Both protocol builders, configured once and shared by every connection.
@@ -140,7 +144,7 @@ pub async fn run(
             endpoint: endpoint.clone(),
             local: LocalAddr(Addr::SocketAddr(local)),
             remote: RemoteAddr(Addr::SocketAddr(peer)),
-            settings,
+            settings: settings.clone(),
             shutdown: shutdown.clone(),
         };
         tracker.spawn(conn.serve(Socket::new(stream), protocols.clone()));
@@ -177,7 +181,7 @@ impl Connection {
             },
         };
         let shutdown = self.shutdown.clone();
-        let limits = self.settings;
+        let limits = self.settings.clone();
         let state = io.state();
         if h2 {
             let service = Service {
@@ -214,6 +218,7 @@ impl Connection {
             let limits = Limits {
                 shutdown: &shutdown,
                 stall: limits.stall_limit,
+                stalled: &limits.stalled,
             };
             write_detached(&socket, detached, limits).await;
         }
@@ -321,6 +326,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
                         ends,
                         conn.shutdown.clone(),
                         conn.settings.stall_limit,
+                        conn.settings.stalled.clone(),
                     );
                     resp.set_body(poem::Body::from_bytes_stream(body));
                 }

@@ -19,6 +19,8 @@ use poem::{Response, http::Version};
 use tokio::{net::TcpStream, sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::{
     gate::{Gated, GatedStream},
     wire::sse::StreamEnds,
@@ -32,6 +34,8 @@ pub(super) struct Limits<'a> {
     pub shutdown: &'a CancellationToken,
     /// No write progress for this long ends the stream.
     pub stall: Duration,
+    /// Counts the streams so ended.
+    pub stalled: &'a Counter,
 }
 
 /// An event stream taken out of hyper: its encoded head, its frames and its ends.
@@ -285,6 +289,7 @@ impl Out<'_> {
                         () = ends.as_mut() => return Err(Stop::Cut),
                         () = tokio::time::sleep_until(progress + self.limits.stall) => {
                             tracing::info!("a stream's client read nothing for the stall limit; ending it");
+                            self.limits.stalled.inc();
                             return Err(Stop::Cut);
                         }
                     }
@@ -338,6 +343,7 @@ pub(super) fn relay(
     ends: StreamEnds,
     shutdown: CancellationToken,
     stall: Duration,
+    stalled: Counter,
 ) -> BoxStream<'static, io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel::<Bytes>(1);
     tokio::spawn(async move {
@@ -360,7 +366,11 @@ pub(super) fn relay(
                     },
                     () = shutdown.cancelled() => return,
                     () = ends.as_mut() => return,
-                    () = tokio::time::sleep(stall) => return,
+                    () = tokio::time::sleep(stall) => {
+                        tracing::info!("an HTTP/2 stream's client read nothing for the stall limit; ending it");
+                        stalled.inc();
+                        return;
+                    }
                 },
             };
             permit.send(frame);

@@ -175,6 +175,12 @@ async fn a_stalled_reader_is_cut_when_its_token_expires() {
         0.0,
         "ended by its token, not by the lag limit"
     );
+    assert_eq!(
+        app.metric("buildlogs_stalled_streams_disconnected_total")
+            .await,
+        0.0,
+        "ended by its token, not by the stall limit"
+    );
     // Its slot is free again: the one stream this user may hold opens.
     let mut again = app.stream(&job, &token("user_a"), None).await;
     assert_eq!(again.status, 200);
@@ -205,6 +211,12 @@ async fn a_stalled_reader_is_cut_after_the_stall_limit() {
             .await,
         0.0,
         "ended by the stall limit, not by the lag limit"
+    );
+    assert_eq!(
+        app.metric("buildlogs_stalled_streams_disconnected_total")
+            .await,
+        1.0,
+        "counted as a stall"
     );
 }
 

@@ -26,6 +26,7 @@ async fn health_ready_metrics_docs() {
         "buildlogs_open_streams",
         "buildlogs_lines_delivered_total",
         "buildlogs_redis_errors_total",
+        "buildlogs_stalled_streams_disconnected_total",
         "buildlogs_auth_failures_total",
         "buildlogs_http_request_duration_seconds",
     ] {
