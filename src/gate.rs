@@ -1,6 +1,7 @@
 //! [`Gated`]: a future that is polled again only after it has woken its task (and
-//! [`GatedStream`], a stream), so a `select!` or poll loop that polls it at every wake-up of a busy stream pays two atomic operations instead of its
-//! inner poll (a shared cancellation token's lock, a timer's or a socket's registration).
+//! [`GatedStream`], a stream), so a `select!` or poll loop that polls it at every wake-up of a
+//! busy stream pays an atomic load instead of its inner poll (a shared cancellation token's
+//! lock, a timer's or a socket's registration).
 
 use std::{
     future::Future,
@@ -12,11 +13,11 @@ use std::{
     task::{Context, Poll, Wake, Waker},
 };
 
-use futures_util::{Stream, StreamExt, task::AtomicWaker};
+use futures_util::{FutureExt, Stream, StreamExt, task::AtomicWaker};
 
-/// Wraps `F`, polling it only when it asked to be (its waker was called) or was reset.
+/// Wraps `F`, polling it only when it asked to be (its waker was called) or was changed.
 pub struct Gated<F> {
-    inner: Pin<Box<F>>,
+    inner: F,
     gate: Gate,
 }
 
@@ -102,18 +103,18 @@ impl Gate {
     }
 }
 
-impl<F: Future> Gated<F> {
+impl<F: Future + Unpin> Gated<F> {
     pub fn new(inner: F) -> Self {
         Self {
-            inner: Box::pin(inner),
+            inner,
             gate: Gate::new(),
         }
     }
 
     /// The inner future, to change (a timer's deadline): it is polled at the next poll.
-    pub fn inner_mut(&mut self) -> Pin<&mut F> {
+    pub fn inner_mut(&mut self) -> &mut F {
         self.gate.open();
-        self.inner.as_mut()
+        &mut self.inner
     }
 
     pub fn poll_gated(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -121,21 +122,17 @@ impl<F: Future> Gated<F> {
             return Poll::Pending;
         }
         self.inner
-            .as_mut()
-            .poll(&mut Context::from_waker(&self.gate.waker))
+            .poll_unpin(&mut Context::from_waker(&self.gate.waker))
     }
 }
 
-impl<F: Future> Future for Gated<F> {
+impl<F: Future + Unpin> Future for Gated<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // `inner` is boxed: `Gated` itself never needs pinning.
         self.get_mut().poll_gated(cx)
     }
 }
-
-impl<F> Unpin for Gated<F> {}
 
 impl<S: Stream + Unpin> GatedStream<S> {
     pub fn new(inner: S) -> Self {
@@ -190,10 +187,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_reset_timer_is_polled_again() {
-        let mut gated = Gated::new(tokio::time::sleep(Duration::from_secs(60)));
+        let mut gated = Gated::new(Box::pin(tokio::time::sleep(Duration::from_secs(60))));
         assert!(futures_util::poll!(&mut gated).is_pending());
         let at = tokio::time::Instant::now() + Duration::from_secs(1);
-        gated.inner_mut().reset(at);
+        gated.inner_mut().as_mut().reset(at);
         tokio::time::timeout(Duration::from_secs(2), &mut gated)
             .await
             .expect("the reset deadline applies");

@@ -1,7 +1,8 @@
 //! The event-stream payload of the stream operation: frames rendered by the engine, with the
 //! [`StreamEnds`] the connection writing them needs, both in an [`EventStream`] extension for
-//! the connection (the response body takes the frames only if the connection does not). The spec is the same as poem-openapi's
-//! `EventStream<StreamEvent>`'s: a `text/event-stream` of [`StreamEvent`] items.
+//! the connection (the response body takes the frames only if the connection does not). The
+//! spec is the same as poem-openapi's `EventStream<StreamEvent>`'s: a `text/event-stream` of
+//! [`StreamEvent`] items.
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream::BoxStream};

@@ -230,8 +230,8 @@ enum Tick {
 }
 
 impl Timers {
-    fn reset_heartbeat(self: Pin<&mut Self>, at: Instant) {
-        self.get_mut().heartbeat.as_mut().reset(at);
+    fn reset_heartbeat(&mut self, at: Instant) {
+        self.heartbeat.as_mut().reset(at);
     }
 }
 

@@ -79,10 +79,8 @@ impl Frames {
     /// The frames as a response body's stream, taken at its first poll (empty if the
     /// connection took them).
     pub fn into_body(self) -> impl Stream<Item = Bytes> + Send + 'static {
-        futures_util::stream::once(
-            async move { self.take().unwrap_or_else(|| stream::empty().boxed()) },
-        )
-        .flatten()
+        stream::once(async move { self.take().unwrap_or_else(|| stream::empty().boxed()) })
+            .flatten()
     }
 }
 
