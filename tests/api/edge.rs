@@ -64,15 +64,21 @@ async fn a_client_that_sent_stray_bytes_then_left_frees_its_stream_at_once() {
             .await
             .unwrap();
         tcp.flush().await.unwrap();
-        if how == "rst" {
-            socket2::SockRef::from(&tcp)
-                .set_linger(Some(Duration::ZERO))
-                .unwrap();
-        }
-        drop(tcp);
-        gauge_within(&app, "buildlogs_open_streams", 0.0, Duration::from_secs(1)).await;
-        gauge_within(&app, "buildlogs_live_jobs", 0.0, Duration::from_secs(1)).await;
+        leave_and_expect_release(&app, tcp, how).await;
     }
+}
+
+/// Closes the client's side (`"fin"`, or `"rst"`: a reset), then expects its stream and the
+/// job's feed released within a second.
+async fn leave_and_expect_release(app: &TestApp, tcp: TcpStream, how: &str) {
+    if how == "rst" {
+        socket2::SockRef::from(&tcp)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+    drop(tcp);
+    gauge_within(app, "buildlogs_open_streams", 0.0, Duration::from_secs(1)).await;
+    gauge_within(app, "buildlogs_live_jobs", 0.0, Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -80,23 +86,7 @@ async fn a_busy_stream_whose_client_left_is_freed_at_once() {
     let app = spawn_app_with(Backend::Redis, |c| c.heartbeat_secs = 300).await;
     let job = app.job("user_a", "code").await;
     // A line every 5 ms: the stream always has something to write.
-    let writer = app.writer.clone();
-    let flowing = job.clone();
-    let lines = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(5));
-        for i in 0.. {
-            tick.tick().await;
-            writer
-                .append(
-                    &flowing,
-                    buildlogs::writer::Source::Stdout,
-                    "build",
-                    &format!("line {i}"),
-                )
-                .await
-                .unwrap();
-        }
-    });
+    let lines = keep_writing(&app, &job, "line".into(), Some(Duration::from_millis(5)));
     for how in ["fin", "rst"] {
         let mut tcp = open_raw(&app, job.as_str(), &token("user_a")).await;
         gauge_within(&app, "buildlogs_open_streams", 1.0, Duration::from_secs(5)).await;
@@ -109,39 +99,47 @@ async fn a_busy_stream_whose_client_left_is_freed_at_once() {
             got.extend_from_slice(&buf[..n]);
         }
         tcp.write_all(b"noise").await.unwrap();
-        if how == "rst" {
-            socket2::SockRef::from(&tcp)
-                .set_linger(Some(Duration::ZERO))
-                .unwrap();
-        }
-        drop(tcp);
-        gauge_within(&app, "buildlogs_open_streams", 0.0, Duration::from_secs(1)).await;
-        gauge_within(&app, "buildlogs_live_jobs", 0.0, Duration::from_secs(1)).await;
+        leave_and_expect_release(&app, tcp, how).await;
     }
     lines.abort();
 }
 
-/// Floods `job` with long lines until `stop`, so a stalled reader's writes block.
-fn flood(app: &TestApp, job: &buildlogs::ids::JobId) -> tokio::task::JoinHandle<()> {
+/// Appends `<i> <text>` lines to `job` until aborted: one every `every`, or as fast as the
+/// store takes them when `None`.
+fn keep_writing(
+    app: &TestApp,
+    job: &buildlogs::ids::JobId,
+    text: String,
+    every: Option<Duration>,
+) -> tokio::task::JoinHandle<()> {
     let writer = app.writer.clone();
     let job = job.clone();
     tokio::spawn(async move {
-        let big = "y".repeat(1900);
-        for i in 0.. {
+        let mut tick = every.map(tokio::time::interval);
+        for i in 0u64.. {
+            match tick.as_mut() {
+                Some(tick) => {
+                    tick.tick().await;
+                }
+                None if i % 50 == 0 => tokio::task::yield_now().await,
+                None => {}
+            }
             writer
                 .append(
                     &job,
                     buildlogs::writer::Source::Stdout,
                     "build",
-                    &format!("{i} {big}"),
+                    &format!("{i} {text}"),
                 )
                 .await
                 .unwrap();
-            if i % 50 == 0 {
-                tokio::task::yield_now().await;
-            }
         }
     })
+}
+
+/// Floods `job` with long lines until aborted, so a stalled reader's writes block.
+fn flood(app: &TestApp, job: &buildlogs::ids::JobId) -> tokio::task::JoinHandle<()> {
+    keep_writing(app, job, "y".repeat(1900), None)
 }
 
 #[tokio::test]
