@@ -209,8 +209,8 @@ impl LogsApi {
         };
         match result.await {
             Ok(Opened::NoContent) => StreamResponse::NoContent,
-            Ok(Opened::Events(frames, ends)) => StreamResponse::Ok(
-                SseFrames(frames, ends),
+            Ok(Opened::Events(frames, ends, outlet)) => StreamResponse::Ok(
+                SseFrames(frames, ends, outlet),
                 "no-cache".to_owned(),
                 "no".to_owned(),
             ),

@@ -15,11 +15,15 @@ use poem_openapi::{
 
 use crate::wire::{
     payload::StreamEvent,
-    sse::{EventStream, Frames, StreamEnds},
+    sse::{EventStream, Frames, OutletSlot, StreamEnds},
 };
 
-/// A stream of rendered [`StreamEvent`] frames.
-pub struct SseFrames(pub BoxStream<'static, Bytes>, pub StreamEnds);
+/// A stream of rendered [`StreamEvent`] frames, with its ends and its outlet slot.
+pub struct SseFrames(
+    pub BoxStream<'static, Bytes>,
+    pub StreamEnds,
+    pub OutletSlot,
+);
 
 impl Payload for SseFrames {
     const CONTENT_TYPE: &'static str = "text/event-stream";
@@ -50,6 +54,7 @@ impl IntoResponse for SseFrames {
         resp.extensions_mut().insert(EventStream {
             frames,
             ends: self.1,
+            outlet: self.2,
         });
         resp
     }

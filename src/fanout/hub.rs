@@ -10,11 +10,15 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{broadcast, broadcast::error::RecvError, mpsc, watch};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     Batch, Done, Line, Next, Subscription,
+    channel::{Channel, Lagged, Receiver},
     monitor::monitor,
     reader::{Command, ReaderTask},
 };
@@ -22,7 +26,7 @@ use crate::{
     ids::{JobId, StreamId},
     store::{Job, LogStore},
     telemetry::Metrics,
-    wire::sse::LagWatch,
+    wire::sse::{LagWatch, Outlet},
 };
 
 /// Batches a feed keeps for viewers that are momentarily behind; past it they catch up by id.
@@ -53,7 +57,7 @@ pub(super) struct Feed {
     /// The owner the feed's viewers were authorised as.
     pub(super) owner: String,
     pub(super) reader: usize,
-    pub(super) tx: broadcast::Sender<FeedMsg>,
+    chan: Arc<Channel>,
     /// Set when the job has finished; checked after subscribing, so no viewer misses it.
     pub(super) done: Mutex<Option<Done>>,
     /// Lines published so far, for the lag limit of viewers whose writes are blocked.
@@ -66,19 +70,25 @@ impl Feed {
     }
 
     /// Publishes lines that directly follow `after`.
-    pub(super) fn publish(&self, after: StreamId, lines: Arc<[Line]>) {
+    pub(super) async fn publish(&self, after: StreamId, lines: Arc<[Line]>) {
         let mut head = 0;
         self.head.send_modify(|h| {
             *h += lines.len() as u64;
             head = *h;
         });
         // No receivers is fine: the feed is about to be released.
-        let _ = self.tx.send(FeedMsg::Lines { after, lines, head });
+        self.chan
+            .send_parallel(FeedMsg::Lines { after, lines, head })
+            .await;
     }
 
     pub(super) fn finish(&self, done: Done) {
         *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(done.clone());
-        let _ = self.tx.send(FeedMsg::Done(done));
+        self.chan.send(FeedMsg::Done(done));
+    }
+
+    fn revoke(&self) {
+        self.chan.send(FeedMsg::Revoked);
     }
 }
 
@@ -171,7 +181,7 @@ impl Hub {
                 // A feed authorised for another owner: the job changed hands since. Its
                 // viewers' streams end; this viewer gets a feed of its own.
                 if let Some(stale) = stale {
-                    let _ = stale.tx.send(FeedMsg::Revoked);
+                    stale.revoke();
                     self.inner.stop_reading(&stale);
                 }
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -181,7 +191,10 @@ impl Hub {
                     job: job.clone(),
                     owner: owner.to_owned(),
                     reader,
-                    tx: broadcast::channel(FEED_CAPACITY).0,
+                    chan: Arc::new(Channel::new(
+                        FEED_CAPACITY,
+                        self.inner.metrics.lines_delivered.clone(),
+                    )),
                     done: Mutex::new(None),
                     head: watch::Sender::new(0),
                 });
@@ -196,9 +209,10 @@ impl Hub {
                 feed
             }
         };
-        let rx = feed.tx.subscribe();
+        let mark = Arc::new(AtomicU64::new(*feed.head.borrow()));
+        let rx = feed.chan.subscribe(mark.clone());
         drop(feeds);
-        Subscription::feed(FeedSubscription::new(feed, rx, self.inner.clone()))
+        Subscription::feed(FeedSubscription::new(feed, rx, mark, self.inner.clone()))
     }
 
     /// Jobs with a live feed on this instance.
@@ -215,8 +229,7 @@ impl HubInner {
     fn release(&self, feed: &Arc<Feed>) {
         let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
         // Under the registry lock nobody can subscribe concurrently, so a zero count is final.
-        if feed.tx.receiver_count() == 0
-            && feeds.get(&feed.job).is_some_and(|f| Arc::ptr_eq(f, feed))
+        if feed.chan.receivers() == 0 && feeds.get(&feed.job).is_some_and(|f| Arc::ptr_eq(f, feed))
         {
             feeds.remove(&feed.job);
             self.metrics.live_jobs.set(feeds.len() as i64);
@@ -278,7 +291,7 @@ impl HubInner {
             self.metrics.live_jobs.set(feeds.len() as i64);
         }
         drop(feeds);
-        let _ = feed.tx.send(FeedMsg::Revoked);
+        feed.revoke();
         self.stop_reading(feed);
     }
 }
@@ -286,7 +299,8 @@ impl HubInner {
 /// A viewer's hold on a feed; dropping it lets the feed stop when it was the last.
 pub(super) struct FeedSubscription {
     feed: Arc<Feed>,
-    rx: broadcast::Receiver<FeedMsg>,
+    /// `None` only while dropping.
+    rx: Option<Receiver>,
     hub: Arc<HubInner>,
     /// The feed's `head` when this viewer last took lines from it.
     mark: Arc<AtomicU64>,
@@ -295,12 +309,11 @@ pub(super) struct FeedSubscription {
 }
 
 impl FeedSubscription {
-    fn new(feed: Arc<Feed>, rx: broadcast::Receiver<FeedMsg>, hub: Arc<HubInner>) -> Self {
-        let mark = Arc::new(AtomicU64::new(*feed.head.borrow()));
+    fn new(feed: Arc<Feed>, rx: Receiver, mark: Arc<AtomicU64>, hub: Arc<HubInner>) -> Self {
         let done_at_start = feed.done();
         Self {
             feed,
-            rx,
+            rx: Some(rx),
             hub,
             mark,
             done_at_start,
@@ -312,10 +325,13 @@ impl FeedSubscription {
         if let Some(done) = self.done_at_start.take() {
             return Next::Done(done);
         }
+        let rx = self.rx.as_ref().expect("taken only on drop");
         loop {
-            match self.rx.recv().await {
+            match std::future::poll_fn(|cx| rx.poll_recv(cx)).await {
                 Ok(FeedMsg::Lines { after, lines, head }) => {
                     self.mark.store(head, Ordering::Relaxed);
+                    // Lines the feed wrote to the viewer's outlet itself are delivered too.
+                    let pos = rx.written().map_or(pos, |written| written.max(pos));
                     if after > pos {
                         // Lines between the viewer's position and this batch came before it
                         // subscribed (or while it caught up): they are in the store.
@@ -328,15 +344,25 @@ impl FeedSubscription {
                 }
                 Ok(FeedMsg::Done(done)) => return Next::Done(done),
                 Ok(FeedMsg::Revoked) => return Next::Revoked,
-                Err(RecvError::Lagged(_)) => {
+                Err(Lagged) => {
                     return Next::Gap {
                         budget: Some(self.hub.max_lag),
                     };
                 }
-                // The feed's sender lives as long as this subscription holds the feed.
-                Err(RecvError::Closed) => return std::future::pending().await,
             }
         }
+    }
+
+    /// Lets the feed write lines after `pos` to `outlet` itself while the viewer waits.
+    pub(super) fn arm(&self, outlet: &Arc<dyn Outlet>, pos: StreamId, expires_at: Instant) {
+        if let Some(rx) = &self.rx {
+            rx.arm(outlet, pos, expires_at);
+        }
+    }
+
+    /// Takes the outlet back: the last line the feed wrote to it since, and when.
+    pub(super) fn disarm(&self) -> Option<(StreamId, Instant)> {
+        self.rx.as_ref().and_then(Receiver::disarm)
     }
 
     /// The viewer has read the store up to the live end after a [`Next::Gap`].
@@ -357,9 +383,8 @@ impl FeedSubscription {
 
 impl Drop for FeedSubscription {
     fn drop(&mut self) {
-        // Replace the receiver first so the count below no longer includes ours.
-        let rx = std::mem::replace(&mut self.rx, broadcast::channel(1).1);
-        drop(rx);
+        // Unsubscribe first so the count below no longer includes ours.
+        drop(self.rx.take());
         self.hub.release(&self.feed);
     }
 }

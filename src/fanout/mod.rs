@@ -14,6 +14,7 @@
 //!   is lossy). A finished job's reader drains what is left and marks the feed done; a job whose
 //!   record vanished or changed owner has its feed revoked, which ends its streams.
 
+mod channel;
 pub mod hub;
 mod monitor;
 #[cfg(feature = "bench-naive")]
@@ -23,6 +24,7 @@ mod reader;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
 pub use hub::Hub;
 
@@ -31,7 +33,7 @@ use crate::{
     store::{JobStatus, LogEntry},
     wire::{
         payload::LogLine,
-        sse::{LagWatch, log_frame},
+        sse::{LagWatch, Outlet, log_frame},
     },
 };
 
@@ -124,6 +126,28 @@ impl Subscription {
             Source::Feed(feed) => feed.caught_up(),
             #[cfg(feature = "bench-naive")]
             Source::Naive(_) => {}
+        }
+    }
+
+    /// Lets the feed write the lines after `pos` straight to `outlet` (the viewer's
+    /// connection) while the viewer waits for [`next`](Self::next), until `expires_at`: a line
+    /// then wakes the viewer only when the outlet cannot take it. Call [`disarm`](Self::disarm)
+    /// when the wait ends.
+    pub fn arm(&self, outlet: &Arc<dyn Outlet>, pos: StreamId, expires_at: Instant) {
+        match &self.0 {
+            Source::Feed(feed) => feed.arm(outlet, pos, expires_at),
+            #[cfg(feature = "bench-naive")]
+            Source::Naive(_) => {}
+        }
+    }
+
+    /// Takes the outlet back: the last line the feed wrote to it since [`arm`](Self::arm), and
+    /// when (`None` if it wrote none).
+    pub fn disarm(&self) -> Option<(StreamId, Instant)> {
+        match &self.0 {
+            Source::Feed(feed) => feed.disarm(),
+            #[cfg(feature = "bench-naive")]
+            Source::Naive(_) => None,
         }
     }
 

@@ -91,7 +91,7 @@ impl ReaderTask {
         }
     }
 
-    fn publish(watched: &mut Watched, entries: Vec<LogEntry>) {
+    async fn publish(watched: &mut Watched, entries: Vec<LogEntry>) {
         let Some(last) = entries.last().map(|e| e.id) else {
             return;
         };
@@ -99,7 +99,8 @@ impl ReaderTask {
         watched.cursor = last;
         watched
             .feed
-            .publish(after, entries.into_iter().map(Line::render).collect());
+            .publish(after, entries.into_iter().map(Line::render).collect())
+            .await;
     }
 
     /// Sends what is left of terminal jobs, then marks their feeds done.
@@ -118,7 +119,7 @@ impl ReaderTask {
                     .range_after(&job, watched.cursor, READ_COUNT)
                     .await?;
                 let more = entries.len() == READ_COUNT;
-                Self::publish(watched, entries);
+                Self::publish(watched, entries).await;
                 if !more {
                     break;
                 }
@@ -190,7 +191,7 @@ impl ReaderTask {
                     backoff = Duration::from_millis(50);
                     for (job, entries) in batches {
                         if let Some(watched) = self.jobs.get_mut(&job) {
-                            Self::publish(watched, entries);
+                            Self::publish(watched, entries).await;
                         }
                     }
                 }

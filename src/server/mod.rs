@@ -220,7 +220,7 @@ impl Connection {
                 stall: limits.stall_limit,
                 stalled: &limits.stalled,
             };
-            write_detached(&socket, detached, limits).await;
+            write_detached(socket, detached, limits).await;
         }
     }
 }
@@ -305,14 +305,19 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
             let mut resp = DynEndpoint::call(&*conn.endpoint, req)
                 .await
                 .unwrap_or_else(|err| err.into_response());
-            if let Some(EventStream { frames, ends }) = resp.extensions_mut().remove() {
+            if let Some(EventStream {
+                frames,
+                ends,
+                outlet,
+            }) = resp.extensions_mut().remove()
+            {
                 if let Some(slot) = detach
                     && let Some(frames) = frames.take()
                 {
                     // Every earlier response must reach the client whole before the stream
                     // leaves hyper: wait for hyper's flush of them.
                     let handover = if state.until_flushed(conn.settings.stall_limit).await {
-                        Handover::Stream(Detached::new(&resp, version, frames, ends))
+                        Handover::Stream(Detached::new(&resp, version, frames, ends, outlet))
                     } else {
                         Handover::Close
                     };

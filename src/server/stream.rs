@@ -7,11 +7,23 @@
 //! the client leaving and the stall limit (no write progress for that long). So a stream ends
 //! however its client leaves or stalls, and releases everything it held at once.
 //!
+//! A detached stream also lends its engine an [`Outlet`] ([`Wire`]): while the writer has
+//! nothing in hand, the job's feed writes new lines to the socket itself, in order with the
+//! writer's own writes, and the writer's task sleeps through them.
+//!
 //! An event stream on HTTP/2 stays in hyper (one connection carries many streams), and hyper
 //! stops polling a stream's body while the client's flow-control window is closed: [`relay`]
 //! runs it in a task of its own that applies the same ends.
 
-use std::{future::Future, io, io::IoSlice, pin::Pin, task::Poll, time::Duration};
+use std::{
+    future::Future,
+    io,
+    io::IoSlice,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Poll, Waker},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
@@ -23,7 +35,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     gate::{Gated, GatedStream},
-    wire::sse::StreamEnds,
+    wire::sse::{Outlet, OutletSlot, StreamEnds},
 };
 
 /// Most body chunks gathered into one write when several are ready at once (a catch-up).
@@ -43,6 +55,8 @@ pub(super) struct Detached {
     head: Vec<u8>,
     body: BoxStream<'static, Bytes>,
     ends: StreamEnds,
+    /// Where the stream takes the [`Wire`] it is lent.
+    outlet: OutletSlot,
     /// HTTP/1.1: chunked; HTTP/1.0: the body ends with the connection.
     chunked: bool,
 }
@@ -53,6 +67,7 @@ impl Detached {
         version: Version,
         frames: BoxStream<'static, Bytes>,
         ends: StreamEnds,
+        outlet: OutletSlot,
     ) -> Self {
         let chunked = version == Version::HTTP_11;
         let head = encode_head(resp, chunked);
@@ -60,6 +75,7 @@ impl Detached {
             head,
             body: frames,
             ends,
+            outlet,
             chunked,
         }
     }
@@ -106,15 +122,109 @@ enum Stop {
     Cut,
 }
 
+/// A detached stream's connection, lent to the stream as its [`Outlet`]: the feed writes live
+/// lines to the socket itself while the writer task has nothing in hand.
+pub(super) struct Wire {
+    socket: Arc<TcpStream>,
+    chunked: bool,
+    state: Mutex<WireState>,
+}
+
+struct WireState {
+    /// The writer task holds frames it has not written, or is taking them from the body: the
+    /// outlet takes nothing, so that nothing overtakes them.
+    busy: bool,
+    /// What the socket did not take of a put: the writer sends it before anything else.
+    tail: Vec<u8>,
+    /// A put's write failed: the client has gone.
+    broken: bool,
+    /// The writer task, while it waits.
+    waker: Option<Waker>,
+}
+
+impl Wire {
+    fn new(socket: Arc<TcpStream>, chunked: bool) -> Self {
+        Self {
+            socket,
+            chunked,
+            // Busy until the writer has sent the head and the stream's first frames.
+            state: Mutex::new(WireState {
+                busy: true,
+                tail: Vec::new(),
+                broken: false,
+                waker: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WireState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Outlet for Wire {
+    fn try_put(&self, frames: &[Bytes]) -> bool {
+        let mut state = self.lock();
+        if state.busy || state.broken {
+            return false;
+        }
+        let sizes = SizeLines::of(frames, self.chunked);
+        let pieces = || wire_pieces(frames, &sizes, self.chunked);
+        let total: usize = pieces().map(<[u8]>::len).sum();
+        let written = match write_now(&self.socket, pieces()) {
+            // Nothing went: the stream's own task sends them, racing its ends.
+            Ok(0) if total > 0 => return false,
+            Ok(written) => written,
+            Err(_) => {
+                state.broken = true;
+                0
+            }
+        };
+        if written < total && !state.broken {
+            let mut skip = written;
+            for piece in pieces() {
+                let from = skip.min(piece.len());
+                state.tail.extend_from_slice(&piece[from..]);
+                skip -= from;
+            }
+            state.busy = true;
+        }
+        let waker = (state.broken || state.busy)
+            .then(|| state.waker.take())
+            .flatten();
+        let taken = !state.broken;
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        taken
+    }
+}
+
+/// What the writer does next.
+enum Step {
+    /// Write the frames in hand.
+    Write,
+    /// Send what a put left unsent.
+    Tail(Vec<u8>),
+    /// The client has gone.
+    Gone,
+}
+
 /// Writes a detached stream to its end: the head, every frame as it comes (batched into one
-/// `writev` when several are ready), the last chunk; then closes the connection gracefully.
-pub(super) async fn write_detached(socket: &TcpStream, detached: Detached, limits: Limits<'_>) {
+/// write when several are ready), the last chunk; then closes the connection gracefully.
+/// Meanwhile the stream is lent a [`Wire`] on the same socket, for its feed's writes.
+pub(super) async fn write_detached(socket: Arc<TcpStream>, detached: Detached, limits: Limits<'_>) {
     let Detached {
         head,
         body,
         ends,
+        outlet,
         chunked,
     } = detached;
+    let wire = Arc::new(Wire::new(socket.clone(), chunked));
+    outlet.lend(wire.clone());
+    let socket = &*socket;
     let mut out = Out {
         socket,
         limits,
@@ -127,57 +237,71 @@ pub(super) async fn write_detached(socket: &TcpStream, detached: Detached, limit
     }
     drop(head);
     let mut chunks: Vec<Bytes> = Vec::new();
-    let mut sizes: Vec<SizeLine> = Vec::new();
     // Gated: after it has said it has nothing ready, the stream is polled again only when it
     // wakes the task, not each time the task runs (once per write, or when the socket wakes).
     let mut body = GatedStream::new(body);
     let mut ended = false;
     while !ended {
-        // Every frame ready now, up to a bound, to go in one write. The client leaving is
-        // checked when there is nothing to write: with frames to write, a departed client
-        // shows as a failed write (or, when the socket is full, in `Out::send`'s race).
-        let gone = std::future::poll_fn(|cx| {
+        let step = std::future::poll_fn(|cx| {
+            {
+                let mut state = wire.lock();
+                if state.broken {
+                    return Poll::Ready(Step::Gone);
+                }
+                if !state.tail.is_empty() {
+                    return Poll::Ready(Step::Tail(std::mem::take(&mut state.tail)));
+                }
+                state.busy = true;
+            }
+            // Every frame ready now, up to a bound, to go in one write.
             while chunks.len() < MAX_CHUNKS_PER_WRITE {
                 match body.poll_next_gated(cx) {
                     Poll::Ready(Some(chunk)) => chunks.push(chunk),
                     Poll::Ready(None) => {
                         ended = true;
-                        return Poll::Ready(false);
+                        return Poll::Ready(Step::Write);
                     }
                     Poll::Pending => break,
                 }
             }
             if !chunks.is_empty() {
-                Poll::Ready(false)
-            } else if out.gone.poll_gated(cx).is_ready() {
-                Poll::Ready(true)
+                return Poll::Ready(Step::Write);
+            }
+            // Nothing in hand: the feed may write to the socket until the writer takes
+            // frames again.
+            {
+                let mut state = wire.lock();
+                state.busy = false;
+                match &mut state.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    waker => *waker = Some(cx.waker().clone()),
+                }
+            }
+            // The client leaving is checked when there is nothing to write: with frames to
+            // write, a departed client shows as a failed write (or, when the socket is full,
+            // in `Out::send`'s race).
+            if out.gone.poll_gated(cx).is_ready() {
+                Poll::Ready(Step::Gone)
             } else {
                 Poll::Pending
             }
         })
         .await;
-        if gone {
-            return;
+        match step {
+            Step::Gone => return,
+            Step::Tail(tail) => {
+                if out.send(&mut [IoSlice::new(&tail)]).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Step::Write => {}
         }
         chunks.retain(|c| !c.is_empty());
-        if chunked {
-            sizes.clear();
-            sizes.extend(chunks.iter().map(|c| SizeLine::new(c.len())));
-        }
-        let pieces = || {
-            chunks.iter().enumerate().flat_map(|(i, chunk)| {
-                let framing: [&[u8]; 3] = if chunked {
-                    [sizes[i].as_bytes(), chunk, b"\r\n"]
-                } else {
-                    [b"", chunk, b""]
-                };
-                framing.into_iter().filter(|piece| !piece.is_empty())
-            })
-        };
-        // Most writes are one small frame: one contiguous write of a copy on the stack (no
-        // iovec per piece, no allocation). What the socket does not take goes by `writev`.
+        let sizes = SizeLines::of(&chunks, chunked);
+        let pieces = || wire_pieces(&chunks, &sizes, chunked);
         let total: usize = pieces().map(<[u8]>::len).sum();
-        let written = match write_coalesced(socket, pieces()) {
+        let written = match write_now(socket, pieces()) {
             Ok(written) => written,
             Err(_) => return,
         };
@@ -198,20 +322,60 @@ pub(super) async fn write_detached(socket: &TcpStream, detached: Detached, limit
     close_gracefully(socket).await;
 }
 
+/// The size lines of a body's frames, when they go as chunks; one without an allocation.
+enum SizeLines {
+    None,
+    One([SizeLine; 1]),
+    Many(Vec<SizeLine>),
+}
+
+impl SizeLines {
+    fn of(frames: &[Bytes], chunked: bool) -> Self {
+        match frames {
+            _ if !chunked => Self::None,
+            [frame] => Self::One([SizeLine::new(frame.len())]),
+            frames => Self::Many(frames.iter().map(|f| SizeLine::new(f.len())).collect()),
+        }
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        match self {
+            Self::None => b"",
+            Self::One(one) => one[i].as_bytes(),
+            Self::Many(many) => many[i].as_bytes(),
+        }
+    }
+}
+
+/// `frames` as the pieces that go on the wire: each one a chunk on HTTP/1.1.
+fn wire_pieces<'a>(
+    frames: &'a [Bytes],
+    sizes: &'a SizeLines,
+    chunked: bool,
+) -> impl Iterator<Item = &'a [u8]> + Clone {
+    frames.iter().enumerate().flat_map(move |(i, frame)| {
+        let crlf: &[u8] = if chunked { b"\r\n" } else { b"" };
+        [sizes.get(i), &frame[..], crlf]
+            .into_iter()
+            .filter(|piece| !piece.is_empty())
+    })
+}
+
 /// Frames up to this size (with their chunk framing) are copied into one buffer to be written.
 const COALESCE_BYTES: usize = 2048;
 
-/// Writes `pieces` in one `write` from a copy on the stack when they are small: the bytes the
-/// socket took (0 when they are too large to copy). The caller sends the rest another way.
-fn write_coalesced<'p>(
+/// Writes as much of `pieces` as the socket takes now, without waiting: the bytes written.
+/// Most writes are one small frame, sent with one `write` of a copy on the stack (no iovec per
+/// piece, no allocation); larger ones go by `writev`.
+fn write_now<'p>(
     socket: &TcpStream,
-    pieces: impl Iterator<Item = &'p [u8]>,
+    pieces: impl Iterator<Item = &'p [u8]> + Clone,
 ) -> io::Result<usize> {
     let mut buf = [0u8; COALESCE_BYTES];
     let mut len = 0;
-    for piece in pieces {
+    for piece in pieces.clone() {
         let Some(dst) = buf.get_mut(len..len + piece.len()) else {
-            return Ok(0);
+            return write_vectored_now(socket, pieces);
         };
         dst.copy_from_slice(piece);
         len += piece.len();
@@ -221,6 +385,27 @@ fn write_coalesced<'p>(
         match socket.try_write(&buf[at..len]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
+}
+
+fn write_vectored_now<'p>(
+    socket: &TcpStream,
+    pieces: impl Iterator<Item = &'p [u8]>,
+) -> io::Result<usize> {
+    let mut slices: Vec<IoSlice<'_>> = pieces.map(IoSlice::new).collect();
+    let mut rest = &mut slices[..];
+    let mut at = 0;
+    while !rest.is_empty() {
+        match socket.try_write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                at += n;
+                IoSlice::advance_slices(&mut rest, n);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(e),
         }

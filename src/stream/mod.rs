@@ -25,7 +25,7 @@ use crate::{
     limits::{RETRY_AFTER_SECS, StreamLimits},
     store::{LogStore, job_owned_by},
     telemetry::Metrics,
-    wire::sse::StreamEnds,
+    wire::sse::{OutletSlot, StreamEnds},
 };
 
 /// The `retry:` sent first (ms).
@@ -65,8 +65,9 @@ pub struct Requester {
 pub enum Opened {
     /// 204 No Content.
     NoContent,
-    /// Rendered frames, and what ends the stream while its client reads nothing.
-    Events(BoxStream<'static, Bytes>, StreamEnds),
+    /// Rendered frames, what ends the stream while its client reads nothing, and where its
+    /// connection may lend it an outlet for the feed to write live lines to.
+    Events(BoxStream<'static, Bytes>, StreamEnds, OutletSlot),
 }
 
 /// Opens a stream of `job` for `requester`: ownership (404), the open decision, the caps (429).

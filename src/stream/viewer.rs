@@ -33,7 +33,7 @@ use crate::{
     store::{JobStatus, LogEntry, StoreError},
     wire::{
         payload::{DoneData, FinalStatus, HeartbeatData, RetryData, StartData, StreamEvent},
-        sse::{StreamEnds, frame},
+        sse::{OutletSlot, StreamEnds, frame},
     },
 };
 
@@ -85,6 +85,7 @@ pub(super) fn start_then_done(
             expires_at: expiry(requester),
             lag: None,
         },
+        OutletSlot::default(),
     )
 }
 
@@ -133,8 +134,10 @@ pub(super) fn run(
         ended,
         heartbeat: Box::pin(tokio::time::sleep_until(now + heartbeat)),
     });
+    let outlet = OutletSlot::default();
     let viewer = Viewer {
         ctx: ctx.clone(),
+        outlet: outlet.clone(),
         _open: OpenStream::new(ctx.metrics.clone()),
         _slot: slot,
         job,
@@ -158,7 +161,7 @@ pub(super) fn run(
         let frame = viewer.next().await?;
         Some((frame, viewer))
     });
-    Opened::Events(frames.boxed(), ends)
+    Opened::Events(frames.boxed(), ends, outlet)
 }
 
 /// A rendered frame waiting to be sent; log lines are counted as delivered when sent.
@@ -185,6 +188,8 @@ impl Frame {
 
 struct Viewer {
     ctx: Arc<StreamContext>,
+    /// Where the connection lends the stream its socket, for the feed to write lines to.
+    outlet: OutletSlot,
     _open: OpenStream,
     _slot: StreamSlot,
     job: JobId,
@@ -369,6 +374,15 @@ impl Viewer {
                 continue;
             }
 
+            // Idle on the feed: it writes new lines to the connection itself, if the
+            // connection lent an outlet, and wakes this task only when it cannot.
+            let armed = match (&self.live, self.outlet.get()) {
+                (Some(live), Some(outlet)) if !self.catching_up => {
+                    live.arm(outlet, self.pos, self.expires_at);
+                    true
+                }
+                _ => false,
+            };
             let wake = {
                 let retry_at = self.retry_at;
                 let pos = self.pos;
@@ -392,6 +406,13 @@ impl Viewer {
                     next = live => Wake::Live(next),
                 }
             };
+            if armed
+                && let Some(live) = &self.live
+                && let Some((pos, at)) = live.disarm()
+            {
+                self.pos = self.pos.max(pos);
+                self.last_sent = self.last_sent.max(at);
+            }
             match wake {
                 Wake::End if Instant::now() >= self.expires_at => return self.expire(),
                 Wake::End => return None,

@@ -3,9 +3,11 @@
 //!
 //! A log line watched by 2,000 viewers is rendered once (by its feed) and the same bytes go to
 //! every socket, so fan-out costs a reference-count increment per viewer, not a JSON encoding.
+//! Where the connection lends the stream an [`Outlet`], the feed writes each new line to it
+//! itself while the viewer is idle: a line then costs one write per viewer, and no task wakes.
 
 use std::sync::{
-    Arc, Mutex,
+    Arc, Mutex, OnceLock,
     atomic::{AtomicU64, Ordering},
 };
 
@@ -54,11 +56,41 @@ fn message(id: Option<&str>, event: &str, data: &impl Serialize) -> Bytes {
 }
 
 /// Marks a response as an event stream (a response extension): its [`Frames`], for the
-/// connection to write itself, and its [`StreamEnds`].
+/// connection to write itself, its [`StreamEnds`], and where the connection may lend it an
+/// [`Outlet`].
 #[derive(Clone)]
 pub struct EventStream {
     pub frames: Frames,
     pub ends: StreamEnds,
+    pub outlet: OutletSlot,
+}
+
+/// A stream's connection, as a place its live lines can be written to at once by whichever
+/// task has them (the job's feed), in order with everything the stream's own task wrote.
+pub trait Outlet: Send + Sync {
+    /// Puts `frames` on the connection now, all of them, or none: false when the connection
+    /// cannot take them without waiting (its socket is full, a write of the stream's own task
+    /// is under way, the client has gone). Once it returns true the frames are the
+    /// connection's: what the socket did not take at once, the connection sends before
+    /// anything else.
+    fn try_put(&self, frames: &[Bytes]) -> bool;
+}
+
+/// Where the connection writing a stream lends it an [`Outlet`], once (a connection that
+/// leaves the stream to a response body lends none).
+#[derive(Clone, Default)]
+pub struct OutletSlot(Arc<OnceLock<Arc<dyn Outlet>>>);
+
+impl OutletSlot {
+    /// Lends `outlet` to the stream; only the first call counts.
+    pub fn lend(&self, outlet: Arc<dyn Outlet>) {
+        let _ = self.0.set(outlet);
+    }
+
+    /// The outlet, once lent.
+    pub fn get(&self) -> Option<&Arc<dyn Outlet>> {
+        self.0.get()
+    }
 }
 
 /// An event stream's frames, taken once: by the connection that writes the stream itself (no
