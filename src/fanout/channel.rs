@@ -31,11 +31,27 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The ring and the receivers of one feed.
 pub(super) struct Channel {
     ring: Mutex<Ring>,
-    /// Every receiver's slot. Replaced, never edited, so a send walks a snapshot of it without
-    /// holding the lock while it writes to outlets.
-    slots: Mutex<Arc<Vec<Arc<Slot>>>>,
+    /// Every receiver's slot.
+    slots: Mutex<Slots>,
     /// `buildlogs_lines_delivered_total`: lines written to outlets count here.
     delivered: Counter,
+}
+
+/// The receivers' slots, and a snapshot of them that a send walks without holding the lock
+/// while it writes to outlets; made again at the first send after a change, so that a
+/// subscription costs no copy of the others.
+#[derive(Default)]
+struct Slots {
+    all: Vec<Arc<Slot>>,
+    snapshot: Option<Arc<Vec<Arc<Slot>>>>,
+}
+
+impl Slots {
+    fn snapshot(&mut self) -> Arc<Vec<Arc<Slot>>> {
+        self.snapshot
+            .get_or_insert_with(|| Arc::new(self.all.clone()))
+            .clone()
+    }
 }
 
 struct Ring {
@@ -164,10 +180,8 @@ impl Channel {
             }),
             mark,
         });
-        let mut next = Vec::with_capacity(slots.len() + 1);
-        next.extend(slots.iter().cloned());
-        next.push(slot.clone());
-        *slots = Arc::new(next);
+        slots.all.push(slot.clone());
+        slots.snapshot = None;
         Receiver {
             chan: self.clone(),
             slot,
@@ -176,7 +190,7 @@ impl Channel {
 
     /// Receivers subscribed.
     pub(super) fn receivers(&self) -> usize {
-        lock(&self.slots).len()
+        lock(&self.slots).all.len()
     }
 
     /// Sends `msg` to every receiver: lines straight to the outlets of armed receivers that
@@ -238,7 +252,7 @@ impl Channel {
             seq,
             msg,
             frames,
-            slots: lock(&self.slots).clone(),
+            slots: lock(&self.slots).snapshot(),
             now: Instant::now(),
         }
     }
@@ -252,13 +266,9 @@ impl Channel {
     fn unsubscribe(&self, slot: &Arc<Slot>) {
         lock(&slot.state).armed = None;
         let mut slots = lock(&self.slots);
-        if slots.iter().any(|s| Arc::ptr_eq(s, slot)) {
-            let next: Vec<_> = slots
-                .iter()
-                .filter(|s| !Arc::ptr_eq(s, slot))
-                .cloned()
-                .collect();
-            *slots = Arc::new(next);
+        if let Some(at) = slots.all.iter().position(|s| Arc::ptr_eq(s, slot)) {
+            slots.all.swap_remove(at);
+            slots.snapshot = None;
         }
     }
 }

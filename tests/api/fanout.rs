@@ -268,3 +268,154 @@ async fn a_briefly_slow_viewer_resyncs_losslessly() {
         0.0
     );
 }
+
+/// A raw HTTP/1.1 stream request from a client with a small receive buffer that reads its
+/// response a little at a time, pausing between reads; returns the response body.
+fn paced_viewer(app: &TestApp, job: &str) -> tokio::task::JoinHandle<String> {
+    let addr = app.addr;
+    let req = format!(
+        "GET /api/jobs/{job}/logs/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        token("user_a")
+    );
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut tcp = socket.connect(addr).await.unwrap();
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+            if raw.ends_with(b"\r\n0\r\n\r\n") {
+                break;
+            }
+            // Pacing, so that the server's writes to this viewer keep meeting a full socket.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        dechunk(&raw)
+    })
+}
+
+/// Lines reach viewers two ways: the feed writes them to an idle viewer's connection itself,
+/// and a viewer whose connection cannot take them at once takes them from the feed's ring (or,
+/// behind it, from the store). Viewers that read at different paces move between the two all
+/// the time; each must still see every line once, in order, and be counted once.
+#[tokio::test]
+async fn viewers_reading_at_different_paces_each_get_every_line_once_in_order() {
+    let app = spawn_app_with(Backend::Redis, |c| c.max_streams_per_user = 20).await;
+    let job = app.job("user_a", "code").await;
+    let mut fast = Vec::new();
+    for _ in 0..6 {
+        let mut sse = app.stream(&job, &token("user_a"), None).await;
+        sse.start().await;
+        fast.push(sse);
+    }
+    let paced: Vec<_> = (0..3).map(|_| paced_viewer(&app, job.as_str())).collect();
+    app.await_metric("buildlogs_open_streams", 9.0).await;
+    let text = "z".repeat(300);
+    let mut ids = Vec::new();
+    for i in 0..600 {
+        if i % 40 == 0 {
+            tokio::task::yield_now().await;
+        }
+        let id = app
+            .writer
+            .append(&job, Source::Stdout, "build", &format!("{i} {text}"))
+            .await
+            .unwrap();
+        ids.push(id.to_string());
+    }
+    app.writer.set_status(&job, "ready", "").await.unwrap();
+    for sse in &mut fast {
+        let (logs, done) = sse.until_done().await;
+        let got: Vec<String> = logs.into_iter().map(|e| e.id.unwrap()).collect();
+        assert_eq!(got, ids, "a fast viewer sees every line once, in order");
+        assert!(done.is_some());
+    }
+    for viewer in paced {
+        let body = tokio::time::timeout(Duration::from_secs(30), viewer)
+            .await
+            .unwrap()
+            .unwrap();
+        let got: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .skip(1) // start's
+            .collect();
+        assert_eq!(got, ids, "a paced viewer sees every line once, in order");
+        assert!(body.contains("event: done"));
+    }
+    app.await_metric("buildlogs_lines_delivered_total", (9 * ids.len()) as f64)
+        .await;
+    assert_eq!(
+        app.metric("buildlogs_slow_viewers_disconnected_total")
+            .await,
+        0.0
+    );
+}
+
+/// A burst the client's socket cannot take at once: the feed writes what the socket takes, and
+/// the connection sends the rest before anything else, so the stream stays whole.
+#[tokio::test]
+async fn a_burst_larger_than_the_socket_takes_arrives_whole() {
+    let app = spawn_app().await;
+    let job = app.job("user_a", "code").await;
+    let mut viewer = stalled_viewer(&app, job.as_str(), &token("user_a")).await;
+    app.await_metric("buildlogs_open_streams", 1.0).await;
+    // Pipelines, so that the feed gets the burst in large batches (an XREAD takes up to 200);
+    // more in all than a socket's send buffer takes at most (4 MiB on Linux by default).
+    let text = "w".repeat(1900);
+    let mut conn = app.redis.as_ref().unwrap().conn().await;
+    let mut ids: Vec<String> = Vec::new();
+    for burst in 0..14 {
+        let mut pipe = redis::pipe();
+        for i in burst * 200..(burst + 1) * 200 {
+            pipe.cmd("XADD")
+                .arg(format!("job:{job}:logs"))
+                .arg("*")
+                .arg("ts")
+                .arg("2026-11-24T03:05:57.123456+00:00")
+                .arg("source")
+                .arg("stdout")
+                .arg("text")
+                .arg(format!("{i} {text}"))
+                .arg("phase")
+                .arg("build");
+        }
+        let burst: Vec<String> = pipe.query_async(&mut conn).await.unwrap();
+        ids.extend(burst);
+    }
+    app.writer.set_status(&job, "ready", "").await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tcp_read_to_end(&mut viewer, &mut raw),
+    )
+    .await
+    .unwrap();
+    assert!(raw.ends_with(b"\r\n0\r\n\r\n"), "the stream's last chunk");
+    let body = dechunk(&raw);
+    let logs: Vec<(&str, &str)> = body
+        .split("\n\n")
+        .filter(|event| event.contains("event: log"))
+        .map(|event| {
+            let id = event.lines().find_map(|l| l.strip_prefix("id: ")).unwrap();
+            let data = event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            (id, data)
+        })
+        .collect();
+    let got: Vec<&str> = logs.iter().map(|(id, _)| *id).collect();
+    assert_eq!(got, ids, "every line once, in order");
+    for (i, (_, data)) in logs.iter().enumerate() {
+        let line: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(line["text"], format!("{i} {text}"));
+    }
+    assert!(body.contains("event: done"));
+}

@@ -599,3 +599,26 @@ async fn http1_stream_is_chunked_and_the_connection_closes_after_done() {
         "{events}"
     );
 }
+
+/// A heartbeat goes only when nothing else was sent for the interval: lines written to the
+/// connection by the feed itself count as sent, though the stream's own task never saw them.
+#[tokio::test]
+async fn no_heartbeat_while_lines_flow() {
+    let app = spawn_app_with(Backend::Redis, |c| c.heartbeat_secs = 1).await;
+    let job = app.job("user_a", "code").await;
+    let mut sse = app.stream(&job, &token("user_a"), None).await;
+    sse.start().await;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    for i in 0..12 {
+        tick.tick().await;
+        app.writer
+            .append(&job, Source::Stdout, "build", &format!("line {i}"))
+            .await
+            .unwrap();
+        let ev = sse.next_within(3).await.unwrap();
+        assert_eq!(ev.event, "log", "only lines while they flow: {ev:?}");
+        assert_eq!(ev.json()["text"], format!("line {i}"));
+    }
+    // Once they stop, heartbeats resume.
+    assert_eq!(sse.next_within(3).await.unwrap().event, "heartbeat");
+}
