@@ -213,9 +213,10 @@ impl Channel {
             return;
         }
         let delivery = Arc::new(delivery);
-        // All parts spawned (none run here): a task spawned last waits in its worker's
-        // next-task slot, which other workers cannot steal from, until this one yields.
-        let parts: Vec<_> = (0..receivers)
+        // The first part runs here, at once; the others are spawned first, so that the other
+        // workers can take them meanwhile (all but the last spawned: it waits in this
+        // worker's next-task slot, which others cannot steal from, until this task yields).
+        let parts: Vec<_> = (DELIVERY_PART..receivers)
             .step_by(DELIVERY_PART)
             .map(|at| {
                 let delivery = delivery.clone();
@@ -224,7 +225,7 @@ impl Channel {
                 )
             })
             .collect();
-        let mut written = 0;
+        let mut written = delivery.deliver(0..DELIVERY_PART);
         for part in parts {
             // A part panics only with a bug; its receivers are then woken by nobody, and
             // their streams end at their stall or expiry.

@@ -6,6 +6,10 @@
 //!   its position, a [`Next::Gap`] to read from the store by id (it joined mid-burst, or lagged
 //!   behind the feed's bounded ring), or [`Next::Done`]. How far behind a viewer is, and what
 //!   it missed, is the subscription's business; the viewer only reads by id when told.
+//! - [`channel`]: a feed's ring of recent batches and its receivers' cursors, and direct
+//!   delivery: a viewer idle on its feed [`Subscription::arm`]s it with its connection's
+//!   [`Outlet`], and the feed writes new lines there itself, waking the viewer only when it
+//!   cannot.
 //! - [`reader`]: a fixed set of reader tasks (`REDIS_LIVE_READERS`), each running one blocking
 //!   multi-stream read over all the jobs assigned to it and publishing each batch to the job's
 //!   feed, rendered once.

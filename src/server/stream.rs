@@ -171,28 +171,27 @@ impl Outlet for Wire {
         let sizes = SizeLines::of(frames, self.chunked);
         let pieces = || wire_pieces(frames, &sizes, self.chunked);
         let total: usize = pieces().map(<[u8]>::len).sum();
-        let written = match write_now(&self.socket, pieces()) {
+        let (taken, wake) = match write_now(&self.socket, pieces()) {
+            Ok(written) if written == total => (true, false),
             // Nothing went: the stream's own task sends them, racing its ends.
-            Ok(0) if total > 0 => return false,
-            Ok(written) => written,
+            Ok(0) => (false, false),
+            // The rest is the writer's to send, before anything else.
+            Ok(written) => {
+                let mut skip = written;
+                for piece in pieces() {
+                    let from = skip.min(piece.len());
+                    state.tail.extend_from_slice(&piece[from..]);
+                    skip -= from;
+                }
+                state.busy = true;
+                (true, true)
+            }
             Err(_) => {
                 state.broken = true;
-                0
+                (false, true)
             }
         };
-        if written < total && !state.broken {
-            let mut skip = written;
-            for piece in pieces() {
-                let from = skip.min(piece.len());
-                state.tail.extend_from_slice(&piece[from..]);
-                skip -= from;
-            }
-            state.busy = true;
-        }
-        let waker = (state.broken || state.busy)
-            .then(|| state.waker.take())
-            .flatten();
-        let taken = !state.broken;
+        let waker = wake.then(|| state.waker.take()).flatten();
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
