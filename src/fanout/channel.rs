@@ -395,6 +395,37 @@ mod tests {
         }
     }
 
+    /// A channel with one receiver, a waker that counts its wake-ups, and an open outlet.
+    struct Fixture {
+        chan: Arc<Channel>,
+        rx: Receiver,
+        wakes: Arc<Wakes>,
+        waker: Waker,
+        recorder: Arc<Recorder>,
+        outlet: Arc<dyn Outlet>,
+    }
+
+    fn fixture(capacity: usize) -> Fixture {
+        let chan = Arc::new(Channel::new(capacity, Counter::default()));
+        let rx = chan.subscribe(Arc::default());
+        let wakes = Arc::new(Wakes::default());
+        let recorder = Arc::new(Recorder::default());
+        recorder.open.store(true, Ordering::SeqCst);
+        Fixture {
+            chan,
+            rx,
+            waker: Waker::from(wakes.clone()),
+            wakes,
+            outlet: recorder.clone(),
+            recorder,
+        }
+    }
+
+    /// A token expiry well after the test.
+    fn later() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(60)
+    }
+
     fn recv(rx: &Receiver, waker: &Waker) -> Poll<Result<FeedMsg, Lagged>> {
         rx.poll_recv(&mut Context::from_waker(waker))
     }
@@ -408,19 +439,16 @@ mod tests {
 
     #[test]
     fn an_armed_receiver_gets_lines_on_its_outlet_without_waking() {
-        let chan = Arc::new(Channel::new(4, Counter::default()));
-        let rx = chan.subscribe(Arc::default());
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
+        let Fixture {
+            chan,
+            rx,
+            wakes,
+            waker,
+            recorder,
+            outlet,
+        } = fixture(4);
         assert!(recv(&rx, &waker).is_pending());
-        let recorder = Arc::new(Recorder::default());
-        recorder.open.store(true, Ordering::SeqCst);
-        let outlet: Arc<dyn Outlet> = recorder.clone();
-        assert!(rx.arm(
-            &outlet,
-            id(0),
-            Instant::now() + std::time::Duration::from_secs(60)
-        ));
+        assert!(rx.arm(&outlet, id(0), later()));
         chan.send(lines(1, 2, 2));
         chan.send(lines(3, 3, 3));
         assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "nobody woken");
@@ -436,19 +464,16 @@ mod tests {
 
     #[test]
     fn a_refusing_outlet_wakes_its_receiver_which_takes_the_batch_from_the_ring() {
-        let chan = Arc::new(Channel::new(4, Counter::default()));
-        let rx = chan.subscribe(Arc::default());
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
-        let recorder = Arc::new(Recorder::default());
-        recorder.open.store(true, Ordering::SeqCst);
-        let outlet: Arc<dyn Outlet> = recorder.clone();
+        let Fixture {
+            chan,
+            rx,
+            wakes,
+            waker,
+            recorder,
+            outlet,
+        } = fixture(4);
         assert!(recv(&rx, &waker).is_pending());
-        assert!(rx.arm(
-            &outlet,
-            id(0),
-            Instant::now() + std::time::Duration::from_secs(60)
-        ));
+        assert!(rx.arm(&outlet, id(0), later()));
         chan.send(lines(1, 1, 1));
         recorder.open.store(false, Ordering::SeqCst);
         chan.send(lines(2, 3, 3));
@@ -469,19 +494,16 @@ mod tests {
 
     #[test]
     fn a_receiver_with_unread_messages_is_not_armed_and_expired_ones_are_woken() {
-        let chan = Arc::new(Channel::new(4, Counter::default()));
-        let rx = chan.subscribe(Arc::default());
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
-        let recorder = Arc::new(Recorder::default());
-        recorder.open.store(true, Ordering::SeqCst);
-        let outlet: Arc<dyn Outlet> = recorder.clone();
+        let Fixture {
+            chan,
+            rx,
+            wakes,
+            waker,
+            recorder,
+            outlet,
+        } = fixture(4);
         chan.send(lines(1, 1, 1));
-        assert!(!rx.arm(
-            &outlet,
-            id(0),
-            Instant::now() + std::time::Duration::from_secs(60)
-        ));
+        assert!(!rx.arm(&outlet, id(0), later()));
         assert!(recv(&rx, &waker).is_ready());
         assert!(recv(&rx, &waker).is_pending());
         // Armed with a token that has already expired: nothing is written, the receiver wakes.
@@ -494,9 +516,9 @@ mod tests {
 
     #[test]
     fn a_receiver_that_fell_behind_the_ring_lags_then_reads_the_oldest_kept() {
-        let chan = Arc::new(Channel::new(2, Counter::default()));
-        let rx = chan.subscribe(Arc::default());
-        let waker = Waker::from(Arc::new(Wakes::default()));
+        let Fixture {
+            chan, rx, waker, ..
+        } = fixture(2);
         for ms in 1..=3 {
             chan.send(lines(ms, ms, ms));
         }
