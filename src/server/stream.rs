@@ -162,6 +162,11 @@ impl Wire {
     }
 }
 
+/// Largest put a [`Wire`] takes: what the socket does not take of it is copied, so this bounds
+/// what a stalled viewer's connection holds beyond the feed's shared ring. A larger batch (a
+/// burst) goes through the stream's own task, which writes it from the shared frames.
+const MAX_PUT_BYTES: usize = 16 * 1024;
+
 impl Outlet for Wire {
     fn try_put(&self, frames: &[Bytes]) -> bool {
         let mut state = self.lock();
@@ -171,6 +176,9 @@ impl Outlet for Wire {
         let sizes = SizeLines::of(frames, self.chunked);
         let pieces = || wire_pieces(frames, &sizes, self.chunked);
         let total: usize = pieces().map(<[u8]>::len).sum();
+        if total > MAX_PUT_BYTES {
+            return false;
+        }
         let (taken, wake) = match write_now(&self.socket, pieces()) {
             Ok(written) if written == total => (true, false),
             // Nothing went: the stream's own task sends them, racing its ends.
@@ -570,6 +578,32 @@ pub(super) fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_wire_takes_small_puts_as_chunks_once_its_writer_is_idle_and_refuses_large_ones() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        server.writable().await.unwrap();
+        let wire = Wire::new(Arc::new(server), true);
+        let small = |text: &'static str| [Bytes::from_static(text.as_bytes())];
+        assert!(
+            !wire.try_put(&small("early")),
+            "busy until the writer is idle"
+        );
+        wire.lock().busy = false;
+        assert!(wire.try_put(&small("data: x\n\n")));
+        let large = [Bytes::from(vec![b'y'; MAX_PUT_BYTES])];
+        assert!(!wire.try_put(&large), "a burst is the writer's");
+        assert!(wire.try_put(&small("b")));
+        let expected = b"9\r\ndata: x\n\n\r\n1\r\nb\r\n";
+        let mut got = vec![0u8; expected.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected, "nothing of the refused puts went out");
+    }
 
     #[test]
     fn size_lines_are_lowercase_hex() {

@@ -358,7 +358,7 @@ async fn viewers_reading_at_different_paces_each_get_every_line_once_in_order() 
     );
 }
 
-/// A burst the client's socket cannot take at once: the feed writes what the socket takes, and
+/// Lines the client's socket cannot take at once: the feed writes what the socket takes, and
 /// the connection sends the rest before anything else, so the stream stays whole.
 #[tokio::test]
 async fn a_burst_larger_than_the_socket_takes_arrives_whole() {
@@ -366,14 +366,15 @@ async fn a_burst_larger_than_the_socket_takes_arrives_whole() {
     let job = app.job("user_a", "code").await;
     let mut viewer = stalled_viewer(&app, job.as_str(), &token("user_a")).await;
     app.await_metric("buildlogs_open_streams", 1.0).await;
-    // Pipelines, so that the feed gets the burst in large batches (an XREAD takes up to 200);
-    // more in all than a socket's send buffer takes at most (4 MiB on Linux by default).
+    // Small pipelines, so that the feed gets batches of a few lines that it writes to the
+    // socket itself; more in all than a socket's send buffer takes at most (4 MiB on Linux by
+    // default), so that one of them meets a socket with room for part of it only.
     let text = "w".repeat(1900);
     let mut conn = app.redis.as_ref().unwrap().conn().await;
     let mut ids: Vec<String> = Vec::new();
-    for burst in 0..14 {
+    for burst in 0..700 {
         let mut pipe = redis::pipe();
-        for i in burst * 200..(burst + 1) * 200 {
+        for i in burst * 4..(burst + 1) * 4 {
             pipe.cmd("XADD")
                 .arg(format!("job:{job}:logs"))
                 .arg("*")
