@@ -361,7 +361,7 @@ async fn viewers_reading_at_different_paces_each_get_every_line_once_in_order() 
 /// Lines the client's socket cannot take at once: the feed writes what the socket takes, and
 /// the connection sends the rest before anything else, so the stream stays whole.
 #[tokio::test]
-async fn a_burst_larger_than_the_socket_takes_arrives_whole() {
+async fn more_lines_than_the_socket_takes_at_once_arrive_whole() {
     let app = spawn_app().await;
     let job = app.job("user_a", "code").await;
     let mut viewer = stalled_viewer(&app, job.as_str(), &token("user_a")).await;
