@@ -26,7 +26,7 @@ import {
 } from "react";
 
 import { parseAnsi, type Segment } from "./ansi.js";
-import { CSS, STYLE_HREF } from "./styles.js";
+import { CSS, STYLE_HREF, TOP_PX } from "./styles.js";
 import { type UseJobLogsOptions, type UseJobLogsResult, useJobLogs } from "./useJobLogs.js";
 
 export interface BuildLogProps extends UseJobLogsOptions {
@@ -50,7 +50,7 @@ export interface BuildLogProps extends UseJobLogsOptions {
 }
 
 /** The space above the first row: "Load earlier", or where the log begins. */
-const TOP = 32;
+const TOP = TOP_PX;
 /** Within this many px of the end counts as "at the bottom". */
 const END_SLACK = 4;
 
@@ -171,7 +171,7 @@ export function BuildLog(props: BuildLogProps) {
     estimateSize: () => rowHeight,
     getItemKey: (index) => lines.first + index,
     overscan: 20,
-    scrollMargin: TOP,
+    paddingStart: TOP,
     anchorTo: "end",
     followOnAppend: following,
     scrollEndThreshold: END_SLACK,
@@ -291,57 +291,58 @@ export function BuildLog(props: BuildLogProps) {
         <div className="bl-phase" aria-hidden="true">
           {phase ? <span>{phase}</span> : null}
         </div>
-        <div className="bl-top" style={{ height: TOP }}>
-          {logs.earlierError ? (
-            <>
-              <span>Could not load earlier lines.</span>
-              <button type="button" className="bl-button" onClick={() => void logs.loadEarlier().catch(() => undefined)}>
-                Try again
-              </button>
-            </>
-          ) : logs.hasEarlier ? (
-            <button
-              type="button"
-              className="bl-button bl-earlier"
-              disabled={logs.loadingEarlier}
-              onClick={() => void logs.loadEarlier().catch(() => undefined)}
-            >
-              {logs.loadingEarlier ? "Loading…" : "Load earlier"}
-            </button>
-          ) : lines.length > 0 ? (
-            <span>Beginning of the log</span>
-          ) : logs.status === "open" || logs.final ? (
-            <span>No lines yet</span>
-          ) : null}
-        </div>
-        <div
-          className="bl-rows"
-          role="log"
-          aria-live="off"
-          aria-label={jobId ? `Log of job ${jobId}` : "Log"}
-          style={{ height: virtualizer.getTotalSize() - TOP }}
-        >
-          {items.map((item) => {
-            const line = lines.at(item.index);
-            if (!line) return null;
-            return (
-              <div
-                key={item.key}
-                className="bl-row"
-                data-index={item.index}
-                data-id={line.id}
-                data-highlight={line.id === highlightId || undefined}
-                ref={wrap ? virtualizer.measureElement : undefined}
-                style={{
-                  transform: `translateY(${item.start - TOP}px)`,
-                  lineHeight: `${rowHeight}px`,
-                  ...(wrap ? {} : { height: rowHeight }),
-                }}
+        <div className="bl-canvas" style={{ height: virtualizer.getTotalSize() }}>
+          <div className="bl-top" style={{ height: TOP }}>
+            {logs.earlierError ? (
+              <>
+                <span>Could not load earlier lines.</span>
+                <button type="button" className="bl-button" onClick={() => void logs.loadEarlier().catch(() => undefined)}>
+                  Try again
+                </button>
+              </>
+            ) : logs.hasEarlier ? (
+              <button
+                type="button"
+                className="bl-button bl-earlier"
+                disabled={logs.loadingEarlier}
+                onClick={() => void logs.loadEarlier().catch(() => undefined)}
               >
-                <Row line={line} timestamps={timestamps} highlighted={line.id === highlightId} />
-              </div>
-            );
-          })}
+                {logs.loadingEarlier ? "Loading…" : "Load earlier"}
+              </button>
+            ) : lines.length > 0 ? (
+              <span>Beginning of the log</span>
+            ) : logs.status === "open" || logs.final ? (
+              <span>No lines yet</span>
+            ) : null}
+          </div>
+          <div
+            className="bl-rows"
+            role="log"
+            aria-live="off"
+            aria-label={jobId ? `Log of job ${jobId}` : "Log"}
+          >
+            {items.map((item) => {
+              const line = lines.at(item.index);
+              if (!line) return null;
+              return (
+                <div
+                  key={item.key}
+                  className="bl-row"
+                  data-index={item.index}
+                  data-id={line.id}
+                  data-highlight={line.id === highlightId || undefined}
+                  ref={wrap ? virtualizer.measureElement : undefined}
+                  style={{
+                    transform: `translateY(${item.start - TOP}px)`,
+                    lineHeight: `${rowHeight}px`,
+                    ...(wrap ? {} : { height: rowHeight }),
+                  }}
+                >
+                  <Row line={line} timestamps={timestamps} highlighted={line.id === highlightId} />
+                </div>
+              );
+            })}
+          </div>
         </div>
       </div>
       {(!following || !logs.atLiveEdge) && lines.length > 0 && (

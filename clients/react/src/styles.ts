@@ -81,6 +81,9 @@ const DARK = `
   --bl-ansi-bright-white: #f0f6fc;
 `;
 
+/** The space above the first row ("Load earlier"), in px. */
+export const TOP_PX = 32;
+
 /** A version in the `href` makes two package versions on one page keep their own sheet. */
 export const STYLE_HREF = "buildlogs-react-viewer-1";
 
@@ -153,8 +156,9 @@ export const CSS = `
   margin: 4px 8px 0 0; padding: 0 8px; border-radius: 999px; background: var(--bl-toolbar-bg);
   border: 1px solid var(--bl-border); color: var(--bl-muted); font-family: var(--bl-ui-font); font-size: 11px;
 }
-.bl-root .bl-top { display: flex; align-items: center; gap: 8px; padding: 0 10px; color: var(--bl-muted); font-family: var(--bl-ui-font); }
-.bl-root .bl-rows { position: relative; width: 100%; }
+.bl-root .bl-canvas { position: relative; min-width: 100%; }
+.bl-root .bl-top { position: absolute; top: 0; left: 0; right: 0; display: flex; align-items: center; gap: 8px; padding: 0 10px; color: var(--bl-muted); font-family: var(--bl-ui-font); }
+.bl-root .bl-rows { position: absolute; top: ${TOP_PX}px; left: 0; right: 0; bottom: 0; }
 .bl-root .bl-row {
   position: absolute; top: 0; left: 0; min-width: 100%; display: flex; white-space: pre;
 }

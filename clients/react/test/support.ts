@@ -9,7 +9,11 @@ export { openStreams, startServer, type BuildlogsServer } from "../../typescript
 export { countingFetch, type Stack, startStack, USER } from "../../typescript/test/support/stack.js";
 export { serveStatic } from "../../typescript/test/support/static.js";
 
+import type { Browser } from "../../typescript/test/support/browser.js";
 import type { Stack } from "../../typescript/test/support/stack.js";
+
+/** A page of the shared browser (playwright-core is the client package's). */
+export type Page = Awaited<ReturnType<Browser["context"]["newPage"]>>;
 
 /**
  * Writes `count` lines `${prefix} 1..count` at `perSecond`, in small pipelined batches every
