@@ -14,8 +14,11 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 /** Screenshots and the bundled page go here (git-ignored), for a person to look at. */
 export const OUTPUT = join(root, "test-output");
 
-export async function serveFixturePage(): Promise<Awaited<ReturnType<typeof serveStatic>>> {
-  const dir = join(OUTPUT, "page");
+/** `production` builds React as an app ships it (the performance script); tests get its checks. */
+export async function serveFixturePage(
+  mode: "development" | "production" = "development",
+): Promise<Awaited<ReturnType<typeof serveStatic>>> {
+  const dir = join(OUTPUT, `page-${mode}`);
   mkdirSync(dir, { recursive: true });
   await build({
     entryPoints: [join(root, "test", "fixtures", "page.tsx")],
@@ -25,7 +28,8 @@ export async function serveFixturePage(): Promise<Awaited<ReturnType<typeof serv
     platform: "browser",
     target: "es2022",
     jsx: "automatic",
-    define: { "process.env.NODE_ENV": '"development"' },
+    define: { "process.env.NODE_ENV": JSON.stringify(mode) },
+    minify: mode === "production",
     alias: {
       "@buildlogs/react": join(root, "src", "index.ts"),
       "@buildlogs/client": join(root, "..", "typescript", "src", "index.ts"),
