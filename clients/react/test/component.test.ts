@@ -172,7 +172,7 @@ describe("<BuildLog> in headless Chromium", () => {
     const { page, problems } = await open(job);
     expect(await page.getAttribute('[role="log"]', "aria-live")).toBe("off");
     expect(await page.getAttribute('[role="status"]', "aria-live")).toBe("polite");
-    await page.waitForFunction(() => document.querySelector('[role="status"]')?.textContent === "Job code");
+    await page.waitForFunction(() => document.querySelector('[role="status"]')?.textContent === "Job code", undefined, { timeout: 10_000 });
     await page.waitForFunction(() => document.querySelector(".bl-row:last-child")?.textContent?.endsWith("k 300"));
 
     // Tab reaches the wrap toggle; Space presses it.
@@ -186,6 +186,15 @@ describe("<BuildLog> in headless Chromium", () => {
     await page.focus(".bl-scroller");
     await page.keyboard.press("PageUp");
     await page.waitForFunction(() => (document.querySelector(".bl-root") as HTMLElement).dataset.following === "false");
+    // Chromium scrolls smoothly: let Page Up's scroll end before the next key.
+    let last = -1;
+    for (;;) {
+      const top = await page.evaluate(() => (document.querySelector(".bl-scroller") as HTMLElement).scrollTop);
+      if (top === last) break;
+      last = top;
+      await page.waitForTimeout(100);
+    }
+    expect((await scrollState(page)).atEnd).toBe(false);
     await page.keyboard.press("End");
     await page.waitForFunction(() => (document.querySelector(".bl-root") as HTMLElement).dataset.following === "true");
 
