@@ -217,6 +217,23 @@ describe("useJobLogs", () => {
     expect(streamRequests(counting.requests)).toBe(2);
   });
 
+  it("stays open with no status change across token renewals, every line once", async () => {
+    const job = await stack.newJob({ status: "code" });
+    const counting = countingFetch();
+    const statuses: string[] = [];
+    // Tokens of 3 s: the client moves to a fresh one about every 2.25 s.
+    const { result } = renderHook(() =>
+      useJobLogs(job, options({ fetch: counting.fetch, getToken: () => stack.token(undefined, { ttlSecs: 3 }), onStatusChange: (s) => statuses.push(s) })),
+    );
+    await waitForRender(() => expect(result.current.status).toBe("open"));
+    const live = await writeAtRate(stack, job, 350, 50, "renew");
+    await waitForRender(() => expect(result.current.lines.length).toBe(350));
+    expect(ids(result.current)).toEqual(live);
+    expect(streamRequests(counting.requests)).toBeGreaterThanOrEqual(3); // it did renew, more than once
+    expect(statuses).toEqual(["connecting", "open"]); // and nobody saw it
+    expect(result.current.error).toBeNull();
+  }, 30_000);
+
   it("does nothing without a job", () => {
     const { result } = renderHook(() => useJobLogs(null, options()));
     expect(result.current.status).toBe("idle");
