@@ -260,9 +260,11 @@ export class Feed {
         this.#historyCursor ??= data.history_cursor;
         this.#update({ jobStatus: data.status });
         this.#each((c) => c.onStart?.(data));
-        if (this.settings.initialHistory && !this.#initialLoaded) {
+        if (!this.#initialLoaded) {
           this.#initialLoaded = true;
-          void this.loadEarlier().catch(() => undefined);
+          // Open on the latest lines; or, without that page, offer it.
+          if (this.settings.initialHistory) void this.loadEarlier().catch(() => undefined);
+          else this.#update({ hasEarlier: true });
         }
       },
       onLog: (line) => {

@@ -234,6 +234,23 @@ describe("useJobLogs", () => {
     expect(result.current.error).toBeNull();
   }, 30_000);
 
+  it("without initialHistory, starts live and offers the history above", async () => {
+    const job = await stack.newJob({ status: "code" });
+    await writeMany(stack, job, 30, "old");
+    const { result } = renderHook(() => useJobLogs(job, options({ initialHistory: false, pageSize: 20 })));
+    await waitForRender(() => expect(result.current.hasEarlier).toBe(true));
+    expect(result.current.lines.length).toBe(0);
+    const live = await stack.runner.appendMany(job, 2, "new");
+    await waitForRender(() => expect(result.current.lines.length).toBe(2));
+    await act(() => result.current.loadEarlier());
+    await waitForRender(() => expect(result.current.lines.length).toBe(22));
+    expect(result.current.hasEarlier).toBe(true);
+    await act(() => result.current.loadEarlier());
+    await waitForRender(() => expect(result.current.hasEarlier).toBe(false));
+    expect(ids(result.current)).toEqual(await stack.runner.allIds(job));
+    expect(ids(result.current).slice(-2)).toEqual(live);
+  });
+
   it("does nothing without a job", () => {
     const { result } = renderHook(() => useJobLogs(null, options()));
     expect(result.current.status).toBe("idle");
