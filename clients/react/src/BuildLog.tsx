@@ -331,6 +331,8 @@ export function BuildLog(props: BuildLogProps) {
                   data-index={item.index}
                   data-id={line.id}
                   data-highlight={line.id === highlightId || undefined}
+                data-gap={line.id === logs.gapBeforeId || undefined}
+                title={line.id === logs.gapBeforeId ? "Lines before this one were trimmed away while disconnected" : undefined}
                   ref={wrap ? virtualizer.measureElement : undefined}
                   style={{
                     transform: `translateY(${item.start - TOP}px)`,

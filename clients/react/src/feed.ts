@@ -52,6 +52,8 @@ export interface JobLogsState {
   readonly error: BuildlogsError | null;
   /** Set when lines were trimmed away while disconnected (some are missing above the newest). */
   readonly reset: ResetData | null;
+  /** The first line after the latest such gap: the lines right before it are missing. */
+  readonly gapBeforeId: string | null;
   /** Older lines may exist above the oldest held. */
   readonly hasEarlier: boolean;
   readonly loadingEarlier: boolean;
@@ -74,6 +76,7 @@ export const IDLE_STATE: JobLogsState = Object.freeze({
   final: null,
   error: null,
   reset: null,
+  gapBeforeId: null,
   hasEarlier: false,
   loadingEarlier: false,
   earlierError: null,
@@ -140,6 +143,8 @@ export class Feed {
   /** While jumping back to the live tail: live lines that arrived during the fetch. */
   #rejoin: LogLine[] | undefined;
   #lastLiveId: string | undefined;
+  /** After a `reset`: the next line starts after a gap. */
+  #gapPending = false;
   /** Bumped by every change of window (reset, jump): a page fetched for an older window is dropped. */
   #epoch = 0;
 
@@ -270,6 +275,10 @@ export class Feed {
       onLog: (line) => {
         if (!current()) return;
         this.#lastLiveId = line.id;
+        if (this.#gapPending) {
+          this.#gapPending = false;
+          this.#update({ gapBeforeId: line.id });
+        }
         if (this.#rejoin) this.#rejoin.push(line);
         else if (!this.#now.atLiveEdge) this.#update({ missed: this.#now.missed + 1 });
         else if (this.#store.append(line) > 0 && !this.#now.hasEarlier) this.#update({ hasEarlier: true });
@@ -284,6 +293,8 @@ export class Feed {
           this.#rejoin = undefined;
           this.#store.replace([]);
           this.#update({ hasEarlier: false, atLiveEdge: true, missed: 0 });
+        } else {
+          this.#gapPending = true;
         }
         this.#update({ reset: data });
         this.#each((c) => c.onReset?.(data));

@@ -165,6 +165,7 @@ export const CSS = `
 .bl-root .bl-wrap .bl-row { width: 100%; white-space: pre-wrap; overflow-wrap: anywhere; }
 .bl-root .bl-row:hover { background: var(--bl-row-hover); }
 .bl-root .bl-row[data-highlight="true"] { background: var(--bl-highlight); }
+.bl-root .bl-row[data-gap="true"] { box-shadow: inset 0 2px 0 var(--bl-failed); }
 .bl-root .bl-gutter {
   flex: none; width: calc(8ch + 20px); padding: 0 10px; text-align: right; color: var(--bl-muted);
   text-decoration: none; user-select: none;

@@ -6,7 +6,16 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { firstVisibleRow, OUTPUT, pageUrl, rowOffset, scrollState, serveFixturePage } from "./browser.js";
-import { type Browser, launchChromium, type Page, type Stack, startStack, writeAtRate, writeMany } from "./support.js";
+import {
+  type Browser,
+  launchChromium,
+  type Page,
+  type Stack,
+  startProxy,
+  startStack,
+  writeAtRate,
+  writeMany,
+} from "./support.js";
 
 let stack: Stack;
 let site: Awaited<ReturnType<typeof serveFixturePage>>;
@@ -23,7 +32,10 @@ afterAll(async () => {
 });
 
 /** Opens the page on `job`, collecting console errors, page errors and dialogs. */
-async function open(job: string, extra: { maxLines?: number; pageSize?: number; theme?: "light" | "dark" } = {}) {
+async function open(
+  job: string,
+  extra: { maxLines?: number; pageSize?: number; theme?: "light" | "dark"; baseUrl?: string } = {},
+) {
   const page = await browser.context.newPage();
   await page.setViewportSize({ width: 1000, height: 600 });
   const problems: string[] = [];
@@ -35,7 +47,7 @@ async function open(job: string, extra: { maxLines?: number; pageSize?: number; 
     problems.push(`dialog: ${d.message()}`);
     void d.dismiss();
   });
-  await page.goto(pageUrl(site.origin, { baseUrl: stack.baseUrl, job, token: stack.token(), ...extra }));
+  await page.goto(pageUrl(site.origin, { job, token: stack.token(), ...extra, baseUrl: extra.baseUrl ?? stack.baseUrl }));
   await page.waitForSelector('.bl-badge[data-state="running"]');
   return { page, problems };
 }
@@ -203,6 +215,41 @@ describe("<BuildLog> in headless Chromium", () => {
     expect(await page.getAttribute(".bl-badge", "data-state")).toBe("failed");
     expect(problems).toEqual([]);
     await page.close();
+  });
+
+  it("shows a notice when lines were trimmed while the connection was down", async () => {
+    const job = await stack.newJob({ status: "code" });
+    const proxy = await startProxy(stack.baseUrl);
+    try {
+      const { page, problems } = await open(job, { baseUrl: proxy.baseUrl });
+      await page.waitForSelector(".bl-top span"); // the (empty) first page of history is in
+      const before = await stack.runner.appendMany(job, 10, "before");
+      await page.waitForFunction(() => document.querySelectorAll(".bl-row").length === 10);
+      expect(await page.$(".bl-notice")).toBeNull();
+
+      // The connection drops; meanwhile 30 lines are written and all but the last 10 trimmed away.
+      proxy.drop();
+      const during = await stack.runner.appendMany(job, 30, "during");
+      await stack.redis.client.sendCommand(["XTRIM", `job:${job}:logs`, "MAXLEN", "=", "10"]);
+      await page.waitForSelector(".bl-notice", { timeout: 15_000 });
+      expect(await page.textContent(".bl-notice span")).toMatch(/^Some lines were trimmed away while the connection was down/);
+      await page.waitForFunction(() => document.querySelectorAll(".bl-row").length === 20);
+      const shown = await page.$$eval(".bl-row", (rows) => rows.map((r) => (r as HTMLElement).dataset.id));
+      expect(shown).toEqual([...before, ...during.slice(20)]); // what was shown, then what is left
+      // The gap is marked on the first line after it.
+      expect(await page.$$eval('.bl-row[data-gap="true"]', (rows) => rows.map((r) => (r as HTMLElement).dataset.id))).toEqual([
+        during[20],
+      ]);
+      expect(await page.textContent('[role="status"]')).toBe("Some lines were trimmed while the connection was down");
+      await page.screenshot({ path: join(OUTPUT, "viewer-reset-notice.png") });
+
+      await page.click(".bl-notice button");
+      await page.waitForSelector(".bl-notice", { state: "detached" });
+      expect(problems.filter((p) => !p.includes("ERR_") && !p.includes("network"))).toEqual([]);
+      await page.close();
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("shows an error with a retry button that works", async () => {

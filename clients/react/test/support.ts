@@ -5,6 +5,7 @@
  */
 export { type Browser, CHROMIUM, launchChromium } from "../../typescript/test/support/browser.js";
 export { waitFor } from "../../typescript/test/support/ports.js";
+export { type BreakableProxy, startProxy } from "../../typescript/test/support/proxy.js";
 export { openStreams, startServer, type BuildlogsServer } from "../../typescript/test/support/server.js";
 export { countingFetch, type Stack, startStack, USER } from "../../typescript/test/support/stack.js";
 export { serveStatic } from "../../typescript/test/support/static.js";
