@@ -143,6 +143,8 @@ export class Feed {
   /** While jumping back to the live tail: live lines that arrived during the fetch. */
   #rejoin: LogLine[] | undefined;
   #lastLiveId: string | undefined;
+  /** Bumped whenever the oldest lines held are dropped (a page fetched before no longer adjoins). */
+  #droppedOldest = 0;
   /** After a `reset`: the next line starts after a gap. */
   #gapPending = false;
   /** Bumped by every change of window (reset, jump): a page fetched for an older window is dropped. */
@@ -281,7 +283,10 @@ export class Feed {
         }
         if (this.#rejoin) this.#rejoin.push(line);
         else if (!this.#now.atLiveEdge) this.#update({ missed: this.#now.missed + 1 });
-        else if (this.#store.append(line) > 0 && !this.#now.hasEarlier) this.#update({ hasEarlier: true });
+        else if (this.#store.append(line) > 0) {
+          this.#droppedOldest += 1;
+          if (!this.#now.hasEarlier) this.#update({ hasEarlier: true });
+        }
         this.#update({ received: this.#now.received + 1 });
         this.#each((c) => c.onLine?.(line));
       },
@@ -321,9 +326,11 @@ export class Feed {
   async #loadEarlier(): Promise<void> {
     if (this.#closed) return;
     const epoch = this.#epoch;
+    const dropped = this.#droppedOldest;
+    const oldestBefore = this.#store.oldest?.id;
     this.#update({ loadingEarlier: true });
     try {
-      let beforeId = this.#store.oldest?.id;
+      let beforeId = oldestBefore;
       if (beforeId === undefined) {
         beforeId = this.#historyCursor ?? (await this.#stream?.started)?.history_cursor;
         // The first start may have come meanwhile, with lines: start above them.
@@ -334,18 +341,18 @@ export class Feed {
         limit: this.settings.pageSize,
       });
       // The window moved meanwhile (lines written anew, a jump, or the oldest dropped): this page
-      // no longer sits right above it.
-      const oldest = this.#store.oldest?.id;
-      if (epoch !== this.#epoch || this.#closed || (oldest !== undefined && oldest !== beforeId)) {
-        this.#update({ loadingEarlier: false });
+      // no longer sits right above it. (Live lines that came into an empty window during the
+      // fetch do not move it: they follow the history cursor the page ends at.)
+      if (epoch !== this.#epoch || this.#closed || dropped !== this.#droppedOldest) {
+        this.#update({ loadingEarlier: false, hasEarlier: true });
         return;
       }
-      const dropped = this.#store.prepend(page.lines);
+      const droppedNewest = this.#store.prepend(page.lines);
       this.#update({
         loadingEarlier: false,
         earlierError: null,
         hasEarlier: page.has_more && page.oldest_id !== null,
-        ...(dropped > 0 ? { atLiveEdge: false } : {}),
+        ...(droppedNewest > 0 ? { atLiveEdge: false } : {}),
       });
     } catch (error) {
       this.#update({

@@ -58,6 +58,18 @@ describe("useJobLogs", () => {
     expect(result.current.error).toBeNull();
   });
 
+  it("joins the first page of history to live lines that arrive while it loads", async () => {
+    const job = await stack.newJob({ status: "code" });
+    await writeMany(stack, job, 50, "before");
+    // Lines keep coming while the hook connects and fetches its first page.
+    const writing = writeAtRate(stack, job, 300, 500, "during");
+    const { result } = renderHook(() => useJobLogs(job, options()));
+    await writing;
+    await waitForRender(() => expect(result.current.lines.at(result.current.lines.length - 1)?.text).toBe("during 300"));
+    expect(ids(result.current)).toEqual(await stack.runner.allIds(job)); // no gap between history and live
+    expect(result.current.hasEarlier).toBe(false);
+  });
+
   it("renders at most once per frame under a 2,000 lines/s burst", async () => {
     const job = await stack.newJob({ status: "code" });
     let renders = 0;
