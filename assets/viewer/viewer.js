@@ -140,7 +140,8 @@ Error generating stack: `+n.message+`
   overflow: visible; pointer-events: none;
 }
 .bl-root .bl-phase > span {
-  margin: 4px 8px 0 0; padding: 0 8px; border-radius: 999px; background: var(--bl-toolbar-bg);
+  display: inline-block; height: 18px; line-height: 16px; white-space: nowrap;
+  margin: 6px 14px 0 0; padding: 0 8px; border-radius: 999px; background: var(--bl-toolbar-bg);
   border: 1px solid var(--bl-border); color: var(--bl-muted); font-family: var(--bl-ui-font); font-size: 11px;
 }
 .bl-root .bl-canvas { position: relative; min-width: 100%; }

@@ -1,7 +1,7 @@
 // The package as npm would ship it: built with tsc, imported in plain Node (no DOM: nothing may
 // touch window or document at import), rendered on the server, with exports and sideEffects set.
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -58,6 +58,15 @@ describe("@buildlogs/react as published", () => {
     expect(result.html).toContain("Job job-1");
     // The stylesheet travels with the markup, scoped to the component's own classes.
     expect(result.html).toMatch(/<style[^>]*>[^<]*\.bl-root \{/);
+  });
+
+  it("never builds HTML from strings: no innerHTML anywhere in the sources", () => {
+    const sources = readdirSync(join(root, "src"));
+    expect(sources).toContain("BuildLog.tsx");
+    for (const file of sources) {
+      const text = readFileSync(join(root, "src", file), "utf8");
+      expect(text, file).not.toMatch(/dangerouslySetInnerHTML|innerHTML|outerHTML|insertAdjacentHTML|document\.write/);
+    }
   });
 
   it("ships no global CSS: every rule is scoped under .bl-root", async () => {
