@@ -311,7 +311,9 @@ export function BuildLog(props: BuildLogProps) {
               </button>
             ) : lines.length > 0 ? (
               <span>Beginning of the log</span>
-            ) : logs.status === "open" || logs.final ? (
+            ) : logs.final ? (
+              <span>No lines</span>
+            ) : logs.status === "open" ? (
               <span>No lines yet</span>
             ) : null}
           </div>
