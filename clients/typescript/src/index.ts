@@ -24,6 +24,7 @@ export {
   historyPages,
 } from "./history.js";
 export type { ConnectionOptions } from "./http.js";
+export { compareStreamIds, nextStreamId } from "./ids.js";
 export {
   type BackoffOptions,
   type JobLogEventsOptions,
