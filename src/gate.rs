@@ -7,8 +7,8 @@
 //! then looks at the flag the inner future's wake raised. A wake that lands between the two
 //! (it takes the waker just registered, and wakes the task) leaves the flag raised for this
 //! poll or the next; registering only "when something changed" would let such a wake empty the
-//! registration for good, and the task would never be woken again (issue 22). The models in
-//! `crate::models` check every interleaving of a wake with a poll.
+//! registration for good, and the task would never be woken again (issue 22). Its loom model
+//! (`model`) checks every interleaving of a wake with a poll.
 
 use std::{
     future::Future,
@@ -54,7 +54,10 @@ impl Wake for Flag {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
+        // A swap, not a store: with the poll's swap, every change of the flag is then one
+        // read-modify-write chain, the order loom's model needs to see what the hardware gives
+        // (it orders a plain store after another thread's earlier swap only by causality).
+        self.woken.swap(true, Ordering::Release);
         self.task.wake();
     }
 }
@@ -105,6 +108,9 @@ impl<F: Future + Unpin> Gated<F> {
     }
 
     pub fn poll_gated(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if cfg!(feature = "bench-plain-polling") {
+            return self.inner.poll_unpin(cx);
+        }
         if !self.gate.pass(cx) {
             return Poll::Pending;
         }
@@ -130,6 +136,9 @@ impl<S: Stream + Unpin> GatedStream<S> {
     }
 
     pub fn poll_next_gated(&mut self, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if cfg!(feature = "bench-plain-polling") {
+            return self.inner.poll_next_unpin(cx);
+        }
         if !self.gate.pass(cx) {
             return Poll::Pending;
         }
@@ -143,6 +152,9 @@ impl<S: Stream + Unpin> GatedStream<S> {
         next
     }
 }
+
+#[cfg(all(test, buildlogs_loom))]
+mod model;
 
 #[cfg(test)]
 mod tests {

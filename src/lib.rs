@@ -29,7 +29,7 @@
 //!   poll registers the task's waker before it looks whether the inner future woke, so no wake
 //!   is lost (the `AtomicWaker` contract).
 //! - `sync`: the locks and atomics of the hand-made primitives (gate, channel, `Wire`): std's,
-//!   or loom's under `--cfg buildlogs_loom`, where `models` checks them (`scripts/loom`).
+//!   or loom's under `--cfg buildlogs_loom`, where each one's `model` submodule checks them (`scripts/loom`).
 //! - [`dev`]: `serve --dev`, a throwaway key and a demo job for a local try-out.
 #![forbid(unsafe_code)]
 #![allow(rustdoc::private_intra_doc_links)] // the docs are read with --document-private-items
@@ -45,8 +45,6 @@ pub mod fanout;
 pub mod gate;
 pub mod history;
 pub mod ids;
-#[cfg(all(test, buildlogs_loom))]
-mod models;
 pub mod limits;
 pub mod server;
 pub mod store;

@@ -10,13 +10,13 @@
 #[cfg(not(buildlogs_loom))]
 pub(crate) use std::sync::{
     Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicU64, AtomicUsize},
+    atomic::{AtomicBool, AtomicUsize},
 };
 
 #[cfg(buildlogs_loom)]
 pub(crate) use loom::sync::{
     Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicU64, AtomicUsize},
+    atomic::{AtomicBool, AtomicUsize},
 };
 
 /// Locks `mutex`; a poisoned lock (a panic while it was held) is taken as it is: every
@@ -49,4 +49,14 @@ impl AtomicWaker {
     pub(crate) fn wake(&self) {
         self.0.wake();
     }
+}
+
+/// Runs a loom model over every interleaving with at most three preemptions (unless
+/// `LOOM_MAX_PREEMPTIONS` says otherwise): the bugs these models guard against need two or
+/// three, and the bound keeps each model to seconds.
+#[cfg(all(test, buildlogs_loom))]
+pub(crate) fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound.get_or_insert(3);
+    builder.check(f);
 }

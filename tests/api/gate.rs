@@ -137,6 +137,10 @@ fn a_wake_while_the_gate_registers_the_task_is_not_lost() {
     // Now what the future waits for happens: its wake must reach the task.
     event.ready.store(true, Ordering::SeqCst);
     event.wake();
-    assert_eq!(wakes(), 3, "the task was woken for the event: no lost wakeup");
+    assert_eq!(
+        wakes(),
+        3,
+        "the task was woken for the event: no lost wakeup"
+    );
     assert!(gated.poll_gated(&mut cx).is_ready());
 }
