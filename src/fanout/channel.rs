@@ -113,6 +113,12 @@ impl Delivery {
                     && self.now < armed.expires_at
                 {
                     let skip = lines.partition_point(|l| l.id <= armed.pos);
+                    // The put writes to the socket with this slot's lock held: the write and
+                    // the cursor's move past the batch are then one step for the receiver,
+                    // which could otherwise take the same batch from the ring, or get its
+                    // outlet back, while the write is under way. The lock is this receiver's
+                    // alone and the write never waits (see `Wire::try_put`; the model
+                    // `puts_under_the_slot_and_wire_locks_…` checks it against the stream's task).
                     if skip == lines.len() || armed.outlet.try_put(&self.frames[skip..]) {
                         if let Some(last) = lines.last().filter(|_| skip < lines.len()) {
                             armed.pos = last.id;

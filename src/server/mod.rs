@@ -21,7 +21,8 @@
 //! response is in flight.
 
 mod io;
-mod stream;
+// The crate sees it for the channel's model, which runs a feed's puts through a real `Wire`.
+pub(crate) mod stream;
 
 use std::{
     convert::Infallible,

@@ -237,7 +237,9 @@ impl<S: WriteNow> Outlet for Wire<S> {
         // put's bytes, and what makes "taken" and "the tail is the writer's" one step. Both
         // locks are this one viewer's, taken in that order everywhere (the writer never holds
         // this one while it polls its stream); the write never waits (what the socket does not
-        // take goes to the tail); the loom model (`model`) checks a partial put against the writer.
+        // take goes to the tail). The loom models check a partial put against the writer
+        // (`model`) and the feed's puts under both locks against the stream's task
+        // (`fanout::channel`'s model): no deadlock, every line once, whole, in order.
         let mut state = self.lock();
         if state.busy || state.broken {
             return false;
@@ -638,7 +640,7 @@ pub(super) fn relay(
 }
 
 #[cfg(all(test, buildlogs_loom))]
-mod model;
+pub(crate) mod model;
 
 #[cfg(test)]
 mod tests {

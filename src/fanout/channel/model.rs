@@ -230,3 +230,101 @@ fn unsubscribing_during_a_send_stops_its_writes_and_keeps_the_others() {
         assert_eq!(chan.receivers(), 0);
     });
 }
+
+/// Line `ms` with a frame of three bytes, so that a socket can take part of it.
+fn wide_line(ms: u64) -> FeedMsg {
+    FeedMsg::Lines {
+        after: id(ms - 1),
+        lines: Arc::new([Line {
+            id: id(ms),
+            frame: Bytes::from(format!("<{ms}>")),
+        }]),
+        head: ms,
+    }
+}
+
+/// The feed puts lines through a real `Wire` (its write under the receiver's slot lock and the
+/// Wire's own, the first one taking a single byte), while the stream's task runs as
+/// `write_detached` and the viewer loop do together: claim the connection (sending a put's
+/// tail first), take the outlet back, take what the ring has, and when there is nothing, arm
+/// the receiver and lend the connection. In every interleaving nothing deadlocks, and the
+/// socket carries the head, then each line once, whole, in order.
+#[test]
+fn puts_under_the_slot_and_wire_locks_racing_the_stream_task_write_each_line_once() {
+    use crate::server::stream::{Claim, Wire, model::Socket};
+
+    model(|| {
+        let chan = Arc::new(Channel::new(4, Counter::default()));
+        let rx = chan.subscribe(Arc::default());
+        let socket = Socket::new(false);
+        let wire = Arc::new(Wire::new(socket.clone(), false, Counter::default()));
+        let outlet: Arc<dyn Outlet> = wire.clone();
+        // The feed has sent everything, and the task to tell.
+        let finished: Arc<Mutex<(bool, Option<Waker>)>> = Arc::default();
+        let feed = {
+            let (chan, finished) = (chan.clone(), finished.clone());
+            thread::spawn(move || {
+                chan.send(wide_line(1));
+                chan.send(wide_line(2));
+                let waker = {
+                    let mut finished = lock(&finished);
+                    finished.0 = true;
+                    finished.1.take()
+                };
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            })
+        };
+
+        assert_eq!(wire.claim(), Claim::Claimed);
+        socket.send(b"H");
+        let mut pos = id(0);
+        let mut armed = false;
+        loom::future::block_on(std::future::poll_fn(|cx| {
+            loop {
+                let fin = {
+                    let mut finished = lock(&finished);
+                    finished.1 = Some(cx.waker().clone());
+                    finished.0
+                };
+                match wire.claim() {
+                    Claim::Gone => panic!("the socket never fails here"),
+                    Claim::Tail(tail) => {
+                        socket.send(&tail);
+                        continue;
+                    }
+                    Claim::Claimed => {}
+                }
+                if std::mem::take(&mut armed)
+                    && let Some((p, _)) = rx.disarm()
+                {
+                    pos = pos.max(p);
+                }
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Ok(msg)) => {
+                        let from = rx.written().map_or(pos, |w| w.max(pos));
+                        if let FeedMsg::Lines { lines, .. } = &msg {
+                            for line in lines.iter().filter(|l| l.id > from) {
+                                socket.send(&line.frame);
+                                pos = line.id;
+                            }
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(_)) => panic!("nothing lags here"),
+                    Poll::Pending => {}
+                }
+                // Every send was over before this pass began, and it found nothing left.
+                if fin {
+                    return Poll::Ready(());
+                }
+                armed = rx.arm(&outlet, pos, later());
+                wire.lend(cx.waker());
+                return Poll::Pending;
+            }
+        }));
+        feed.join().unwrap();
+        assert_eq!(socket.sent(), "H<1><2>", "each line once, whole, in order");
+    });
+}

@@ -25,15 +25,29 @@ use crate::{
 
 /// A socket whose first write from a put takes one byte (or fails), and every write after
 /// it all. The writer's own writes (`send`) always go whole, as `Out::send` waits for them.
-struct Socket {
+pub(crate) struct Socket {
     sent: Mutex<Vec<u8>>,
     first_put_done: AtomicBool,
     fail: bool,
 }
 
 impl Socket {
-    fn send(&self, bytes: &[u8]) {
+    pub(crate) fn new(fail: bool) -> Arc<Self> {
+        Arc::new(Self {
+            sent: Mutex::new(Vec::new()),
+            first_put_done: AtomicBool::new(false),
+            fail,
+        })
+    }
+
+    /// The writer's own write: all of it (it waits for the socket).
+    pub(crate) fn send(&self, bytes: &[u8]) {
         lock(&self.sent).extend_from_slice(bytes);
+    }
+
+    /// Everything on the wire so far.
+    pub(crate) fn sent(&self) -> String {
+        String::from_utf8(lock(&self.sent).clone()).expect("the models write text")
     }
 }
 
@@ -90,11 +104,7 @@ enum End {
 }
 
 fn run(fail: bool) {
-    let socket = Arc::new(Socket {
-        sent: Mutex::new(Vec::new()),
-        first_put_done: AtomicBool::new(false),
-        fail,
-    });
+    let socket = Socket::new(fail);
     let partial_puts = Counter::default();
     let wire = Arc::new(Wire::new(socket.clone(), false, partial_puts.clone()));
     let body: Arc<Mutex<Body>> = Arc::default();
@@ -153,7 +163,7 @@ fn run(fail: bool) {
     }));
     feed.join().unwrap();
 
-    let sent = String::from_utf8(lock(&socket.sent).clone()).unwrap();
+    let sent = socket.sent();
     if fail {
         // A failed put: nothing of it went out, and the writer noticed (or the body ended
         // first, every line having gone the writer's way).
