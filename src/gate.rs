@@ -86,7 +86,7 @@ impl Gate {
     fn pass(&mut self, cx: &Context<'_>) -> bool {
         // Register first, then take the flag: a wake after the registration finds the waker
         // (or raised the flag before the swap, which this poll sees). `AtomicWaker` keeps an
-        // unchanged waker without cloning it, so this costs two atomic operations.
+        // unchanged waker without cloning it, so this costs a few atomic operations.
         self.flag.task.register(cx.waker());
         let woken = self.flag.woken.swap(false, Ordering::AcqRel);
         std::mem::take(&mut self.forced) || woken

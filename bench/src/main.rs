@@ -23,6 +23,7 @@
 //! they saw every line, in order. `soak` (not in the default set; its own module) runs viewers
 //! over many users' jobs for as long as `--secs` says, and exits non-zero when a viewer missed a
 //! line or went silent, or a stream slot stayed open.
+#![forbid(unsafe_code)]
 
 mod soak;
 

@@ -25,6 +25,10 @@ use crate::{Row, Server, Writer, find, number, start_redis, xadd};
 
 /// The longest a connected, reading viewer may go without an event (heartbeats every second).
 const MAX_SILENCE: Duration = Duration::from_secs(2);
+/// How long after the jobs' end a viewer may take to get `done`.
+const DRAIN: Duration = Duration::from_secs(120);
+/// How long a stream request may wait for its response head.
+const HEAD_WITHIN: Duration = Duration::from_secs(10);
 
 /// What the soak is asked to do.
 pub struct Soak {
@@ -39,7 +43,8 @@ pub struct Soak {
 enum Kind {
     /// Reads everything as it comes, until `done`.
     Steady,
-    /// Reads through a small receive buffer, a little at a time with pauses.
+    /// Reads through a small receive buffer, a little at a time with pauses (a few hundred KB
+    /// a second at most).
     Slow,
     /// Stops reading for a few seconds once, then goes on.
     Staller,
@@ -77,6 +82,8 @@ struct Seen {
     /// Stream requests answered 429 or 503, retried after their `Retry-After`.
     refused: u64,
     longest_silence: Duration,
+    /// Where the longest silence was, for the row's notes.
+    silence_where: String,
     failure: Option<String>,
 }
 
@@ -193,7 +200,8 @@ pub async fn soak(
             let signer = signer.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(plan.join_after).await;
-                view(addr, &job, &user(plan.job), &signer, &plan).await
+                let give_up = started + run_for + DRAIN;
+                view(addr, &job, &user(plan.job), &signer, &plan, give_up).await
             })
         })
         .collect();
@@ -223,11 +231,8 @@ pub async fn soak(
     }
     let mut seen = Vec::with_capacity(viewers);
     for task in tasks {
-        seen.push(
-            tokio::time::timeout(Duration::from_secs(120), task)
-                .await
-                .context("a viewer did not finish within 120 s of the end")??,
-        );
+        // Each viewer gives up by itself (and says so) `DRAIN` after the end.
+        seen.push(task.await.context("a viewer's task failed")?);
     }
 
     // Everyone has left: every slot must be free again.
@@ -255,10 +260,14 @@ pub async fn soak(
     let mut complete = 0;
     let mut problems = Vec::new();
     let mut longest_silence = Duration::ZERO;
+    let mut silence_where = String::new();
     let mut reconnects = 0;
     let mut refused = 0;
     for (plan, seen) in plans.iter().zip(&seen) {
-        longest_silence = longest_silence.max(seen.longest_silence);
+        if seen.longest_silence > longest_silence {
+            longest_silence = seen.longest_silence;
+            silence_where = format!("a {:?} viewer's {}", plan.kind, seen.silence_where);
+        }
         reconnects += seen.connections.saturating_sub(1);
         refused += seen.refused;
         if seen.left {
@@ -318,7 +327,7 @@ pub async fn soak(
         reads_per_line: f64::NAN,
         redis_conns: 0,
         extra: format!(
-            "longest silence {:.1} s; RSS {:.1} MB at start, {:.1} MB at the end; open slots \
+            "longest silence {:.1} s ({silence_where}); RSS {:.1} MB at start, {:.1} MB at the end; open slots \
              after everyone left: {open_slots}; {reconnects} reconnects ({refused} answered 429 \
              or 503 and retried after Retry-After); seed {seed}",
             longest_silence.as_secs_f64(),
@@ -379,6 +388,7 @@ async fn view(
     user: &str,
     signer: &Signer,
     plan: &Plan,
+    give_up: Instant,
 ) -> Seen {
     let mut seen = Seen::default();
     let mut rng = StdRng::seed_from_u64(plan.seed);
@@ -387,11 +397,18 @@ async fn view(
     // The position to resume from: the last line seen, or the first stream's start.
     let mut last_id: Option<StreamId> = None;
     loop {
+        if Instant::now() >= give_up {
+            seen.failure = Some(format!(
+                "no `done` {} s after the jobs ended",
+                DRAIN.as_secs()
+            ));
+            return seen;
+        }
         let ttl = Duration::from_secs(rng.gen_range(5..=15));
         let (token, _) = signer.session_token(user, ttl);
         // As the TypeScript client: a new connection a quarter of the lifetime (at most 5 s)
         // before `exp`, unless the server ends this one first.
-        let renew_at = Instant::now() + ttl - (ttl / 4).min(Duration::from_secs(5));
+        let renew_at = (Instant::now() + ttl - (ttl / 4).min(Duration::from_secs(5))).min(give_up);
         seen.connections += 1;
         let end = match connect(addr, job, &token, last_id, plan.kind == Kind::Slow).await {
             // Retried as the TypeScript client does, after `Retry-After`.
@@ -455,7 +472,9 @@ async fn connect(
     if small_buffer {
         socket.set_recv_buffer_size(4096)?;
     }
-    let mut tcp = socket.connect(addr).await?;
+    let mut tcp = tokio::time::timeout(HEAD_WITHIN, socket.connect(addr))
+        .await
+        .context("no connection within 10 s")??;
     let resume = last_id
         .map(|id| format!("Last-Event-ID: {id}\r\n"))
         .unwrap_or_default();
@@ -465,8 +484,11 @@ async fn connect(
     tcp.write_all(request.as_bytes()).await?;
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
+    let head_by = tokio::time::Instant::now() + HEAD_WITHIN;
     let end = loop {
-        let n = tcp.read(&mut chunk).await?;
+        let n = tokio::time::timeout_at(head_by, tcp.read(&mut chunk))
+            .await
+            .context("no response head within 10 s")??;
         if n == 0 {
             bail!("the connection closed before a response head");
         }
@@ -508,10 +530,15 @@ async fn follow(
     stalled: &mut bool,
 ) -> End {
     let mut body = Dechunk::default();
-    let mut chunk = vec![0u8; if plan.kind == Kind::Slow { 512 } else { 16384 }];
+    // A slow reader takes 2 KB at a time through a 4 KB receive buffer, pausing between reads:
+    // the server's writes to it keep meeting a full socket, yet it keeps up with a job's
+    // average output (a few KB a second) and catches up after its bursts and huge lines.
+    let mut chunk = vec![0u8; if plan.kind == Kind::Slow { 2048 } else { 16384 }];
     // When bytes of an event last came: a slow reader taking a huge line a little at a time
     // is not silent.
-    let mut last_data = Instant::now();
+    let connected = Instant::now();
+    let mut last_data = connected;
+    let mut lines_here = 0u64;
     loop {
         let (events, partial) = body.feed(&raw);
         raw.clear();
@@ -531,6 +558,7 @@ async fn follow(
                     }
                     seen.last_seq = Some(seq);
                     seen.lines += 1;
+                    lines_here += 1;
                     *last_id = Some(id);
                 }
                 Event::Done => {
@@ -549,7 +577,7 @@ async fn follow(
                 // Its silence while it did not read is its own.
                 last_data = Instant::now();
             }
-            Kind::Slow => tokio::time::sleep(Duration::from_millis(20)).await,
+            Kind::Slow => tokio::time::sleep(Duration::from_millis(5)).await,
             _ => {}
         }
         if Instant::now() >= renew_at {
@@ -561,7 +589,19 @@ async fn follow(
         )
         .await;
         let now = Instant::now();
-        seen.longest_silence = seen.longest_silence.max(now - last_data);
+        if now - last_data > seen.longest_silence {
+            seen.longest_silence = now - last_data;
+            seen.silence_where = format!(
+                "connection {}, {:.1} s after its head, after {lines_here} lines on it, ended by {}",
+                seen.connections,
+                (last_data - connected).as_secs_f64(),
+                match &read {
+                    Err(_) => "its token's renewal",
+                    Ok(Ok(0) | Err(_)) => "the connection's end",
+                    Ok(Ok(_)) => "bytes",
+                }
+            );
+        }
         last_data = now;
         match read {
             // Time to renew the token: a new connection from the last id.
