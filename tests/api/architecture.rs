@@ -74,7 +74,12 @@ fn the_engine_never_reaches_into_the_http_layer() {
     const HTTP: &[&str] = &["api", "app", "server", "cors", "auth", "dev"];
     let mut broken = Vec::new();
     for part in ["store", "fanout", "stream", "wire", "history.rs"] {
-        for file in rust_files(&src(part)) {
+        // `model.rs` files are loom models: test code, built only under `--cfg buildlogs_loom`,
+        // and one of them drives the feed's puts through the server's real `Wire`.
+        for file in rust_files(&src(part))
+            .into_iter()
+            .filter(|f| f.file_name().is_none_or(|n| n != "model.rs"))
+        {
             let code = product_code(&file);
             for module in crate_modules(&code) {
                 if HTTP.contains(&module.as_str()) {
