@@ -118,7 +118,8 @@ pub struct Config {
     #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub idle_timeout_secs: u64,
 
-    /// Comma-separated origins allowed by CORS (for browsers on another origin). Unset: no CORS.
+    /// Comma-separated origins (`scheme://host[:port]`, matched byte for byte) allowed by CORS on
+    /// `/api` (for browsers on another origin). Unset: no CORS.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
 

@@ -295,6 +295,89 @@ async fn cors_vary_and_refusals_served_as_if_cors_were_off() {
 }
 
 #[tokio::test]
+async fn cors_matches_origins_byte_for_byte_and_only_on_the_api() {
+    let listed = "http://localhost:5173";
+    let app = spawn_app_with(Backend::Memory, |c| {
+        c.cors_allowed_origins = vec![listed.into()];
+    })
+    .await;
+    let job = app.job("user_a", "code").await;
+    let cors_headers = |resp: &reqwest::Response| -> Vec<String> {
+        resp.headers()
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .filter(|k| k.starts_with("access-control-"))
+            .collect()
+    };
+    let api = app.url(&format!("/api/jobs/{job}/logs"));
+    let get = |url: String, origin: &str| {
+        app.http
+            .get(url)
+            .header("Origin", origin.to_owned())
+            .bearer_auth(token("user_a"))
+            .send()
+    };
+    let resp = get(api.clone(), listed).await.unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], listed);
+    // Near misses are other origins: a trailing slash, another case, a port, a suffix.
+    // (Blanks around a header value are not part of it: HTTP strips them.)
+    for origin in [
+        "http://localhost:5173/",
+        "HTTP://localhost:5173",
+        "http://localhost:51734",
+        "http://localhost:5173.evil.test",
+    ] {
+        let resp = get(api.clone(), origin).await.unwrap();
+        assert_eq!(resp.status(), 200, "{origin:?}");
+        assert!(
+            cors_headers(&resp).is_empty(),
+            "{origin:?}: {:?}",
+            resp.headers()
+        );
+    }
+    // Outside /api: never, not even for the listed origin, nor for its preflights.
+    for path in [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/docs",
+        "/openapi.json",
+        "/apix",
+    ] {
+        let resp = get(app.url(path), listed).await.unwrap();
+        assert!(
+            cors_headers(&resp).is_empty(),
+            "{path}: {:?}",
+            resp.headers()
+        );
+        let resp = app
+            .http
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .header("Origin", listed)
+            .header("Access-Control-Request-Method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            cors_headers(&resp).is_empty(),
+            "preflight {path}: {:?}",
+            resp.headers()
+        );
+    }
+    // The API's preflight is still answered.
+    let resp = app
+        .http
+        .request(reqwest::Method::OPTIONS, api)
+        .header("Origin", listed)
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], listed);
+}
+
+#[tokio::test]
 async fn a_stream_ends_when_its_job_changes_owner_or_vanishes() {
     let app = spawn_app_with(Backend::Redis, |c| c.heartbeat_secs = 60).await;
     let mut conn = app.redis.as_ref().unwrap().conn().await;
