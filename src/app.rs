@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api::{
         self,
-        errors::{from_extractor, problem_response},
+        errors::{from_extractor, no_store, problem_response},
     },
     auth::{AuthContext, AuthSettings, Verifier},
     config::Config,
@@ -262,6 +262,7 @@ impl App {
             .data(self.state.clone())
             .data(auth)
             .map_to_response()
+            .map(|resp| async move { no_store(resp) })
     }
 
     /// The private operations listener (`METRICS_ADDR`): `/metrics`, `/healthz`, `/readyz`.

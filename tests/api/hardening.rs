@@ -378,6 +378,80 @@ async fn cors_matches_origins_byte_for_byte_and_only_on_the_api() {
 }
 
 #[tokio::test]
+async fn every_error_and_every_204_says_no_store() {
+    let mut app = spawn_app_with(Backend::Redis, |c| c.max_streams_per_user = 1).await;
+    let job = app.job("user_a", "code").await;
+    let done = app.job("user_a", "ready").await;
+    let last = app.lines(&done, 1).await.pop().unwrap();
+    let mut open = app.stream(&job, &token("user_a"), None).await;
+    open.start().await;
+    let (http, base) = (app.http.clone(), app.base.clone());
+    let get = |path: String, token: Option<String>, last_event_id: Option<&str>| {
+        let mut req = http.get(format!("{base}{path}"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_owned());
+        }
+        req.send()
+    };
+    let history = format!("/api/jobs/{job}/logs");
+    let stream = format!("/api/jobs/{job}/logs/stream");
+    let cases = [
+        (get(history.clone(), None, None).await, 401),
+        (
+            get("/api/jobs/a:b/logs".into(), Some(token("user_a")), None).await,
+            400,
+        ),
+        (
+            get(format!("{history}?limit=0"), Some(token("user_a")), None).await,
+            400,
+        ),
+        (
+            get(stream.clone(), Some(token("user_a")), Some("x")).await,
+            400,
+        ),
+        (get(history.clone(), Some(token("user_b")), None).await, 404),
+        (get(stream.clone(), Some(token("user_b")), None).await, 404),
+        (
+            get("/api/nothing".into(), Some(token("user_a")), None).await,
+            404,
+        ),
+        (get(stream.clone(), Some(token("user_a")), None).await, 429),
+        (
+            get(
+                format!("/api/jobs/{done}/logs/stream"),
+                Some(token("user_a")),
+                Some(&last),
+            )
+            .await,
+            204,
+        ),
+    ];
+    for (resp, status) in cases {
+        let resp = resp.unwrap();
+        assert_eq!(resp.status(), status, "{:?}", resp.url());
+        assert_eq!(
+            resp.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{status} {}: {:?}",
+            resp.url(),
+            resp.headers()
+        );
+    }
+    drop(open);
+    app.redis.as_mut().unwrap().kill();
+    for path in [history.as_str(), "/readyz"] {
+        let resp = get(path.into(), Some(token("user_a")), None).await.unwrap();
+        assert_eq!(resp.status(), 503, "{path}");
+        assert_eq!(resp.headers()["cache-control"], "no-store", "{path}");
+    }
+}
+
+#[tokio::test]
 async fn a_stream_ends_when_its_job_changes_owner_or_vanishes() {
     let app = spawn_app_with(Backend::Redis, |c| c.heartbeat_secs = 60).await;
     let mut conn = app.redis.as_ref().unwrap().conn().await;
