@@ -7,9 +7,10 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Response, Route,
-    endpoint::ToDynEndpoint,
+    endpoint::{ToDynEndpoint, make_sync},
     get, handler,
     http::StatusCode,
     web::{Data, Redirect},
@@ -243,14 +244,18 @@ impl App {
     /// Every route, with its middleware.
     pub fn endpoint(&self) -> impl Endpoint<Output = Response> + use<> {
         let service = api::service();
-        let docs = service.swagger_ui();
+        // Swagger UI's page (1.7 MB: its script, its style and the spec inline) and the spec,
+        // each rendered once: every response carries the same buffer, however many are
+        // waiting on slow clients at once.
+        let docs = static_asset(service.swagger_ui_html(), "text/html; charset=utf-8");
+        let spec = static_asset(api::spec_json(), "application/json");
         let auth: Arc<dyn AuthContext> = self.state.clone();
         let cors = (!self.state.config.cors_allowed_origins.is_empty())
             .then(|| Cors::new(&self.state.config.cors_allowed_origins));
         let mut routes = Route::new()
             .nest("/", service)
-            .nest("/docs", docs)
-            .at("/openapi.json", get(openapi_json))
+            .nest("/docs", Route::new().at("/", docs))
+            .at("/openapi.json", spec)
             .at("/", get(index));
         routes = ops_routes(routes, self.state.config.metrics_addr.is_none());
         routes
@@ -357,9 +362,14 @@ fn index() -> Redirect {
     Redirect::see_other("/docs")
 }
 
-#[handler]
-fn openapi_json() -> impl IntoResponse {
-    api::spec_json().with_content_type("application/json")
+/// A `GET` route answering `body`, one shared buffer, to every request.
+fn static_asset(body: String, content_type: &'static str) -> impl Endpoint<Output = Response> {
+    let body = Bytes::from(body);
+    get(make_sync(move |_| {
+        Response::builder()
+            .content_type(content_type)
+            .body(body.clone())
+    }))
 }
 
 #[handler]
