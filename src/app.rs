@@ -302,6 +302,10 @@ impl App {
             stall_limit: Duration::from_secs(self.state.config.stream_stall_secs),
             idle_timeout: Duration::from_secs(self.state.config.idle_timeout_secs),
             stalled: self.state.metrics().stalled_streams_cut.clone(),
+            reset_responses: self.state.metrics().stalled_responses_reset.clone(),
+            stalled_connections: self.state.metrics().stalled_connections_closed.clone(),
+            stream_send_buffer: (self.state.config.stream_send_buffer > 0)
+                .then_some(self.state.config.stream_send_buffer),
         };
         let ops = metrics.map(|listener| {
             if let Ok(addr) = listener.local_addr() {

@@ -134,6 +134,13 @@ pub struct Config {
     #[arg(long, env = "STREAM_STALL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub stream_stall_secs: u64,
 
+    /// Kernel send buffer (`SO_SNDBUF`, bytes) of a connection carrying an HTTP/1 event stream,
+    /// once the stream is written directly: bounds what a stalled viewer pins in the kernel
+    /// (Linux doubles the value for its bookkeeping). 0: the kernel's autotuning, which grows
+    /// a stalled viewer's buffer to about 1.7 MB on loopback.
+    #[arg(long, env = "STREAM_SEND_BUFFER", default_value_t = 0)]
+    pub stream_send_buffer: usize,
+
     /// Local try-out: throwaway signing key, a printed demo token, a demo job producing logs.
     /// Refuses to run with a Clerk key configured.
     #[arg(long)]
@@ -172,6 +179,7 @@ impl Default for Config {
             #[cfg(feature = "bench-naive")]
             live_mode: LiveMode::Fanout,
             stream_stall_secs: 30,
+            stream_send_buffer: 0,
             metrics_addr: None,
             idle_timeout_secs: 30,
             dev: false,

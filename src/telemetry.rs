@@ -61,6 +61,8 @@ pub struct Metrics {
     pub streams_rejected: Counter,
     pub slow_viewers_cut: Counter,
     pub stalled_streams_cut: Counter,
+    pub stalled_responses_reset: Counter,
+    pub stalled_connections_closed: Counter,
     auth_failures: Family<ReasonLabel, Counter>,
     request_duration: Family<RouteLabels, Histogram>,
 }
@@ -81,6 +83,8 @@ impl Metrics {
         let streams_rejected = Counter::default();
         let slow_viewers_cut = Counter::default();
         let stalled_streams_cut = Counter::default();
+        let stalled_responses_reset = Counter::default();
+        let stalled_connections_closed = Counter::default();
         let auth_failures = Family::<ReasonLabel, Counter>::default();
         // Every reason is exported from the start, at zero, so dashboards see the full set.
         for reason in AuthFailureReason::ALL {
@@ -127,6 +131,17 @@ impl Metrics {
             stalled_streams_cut.clone(),
         );
         registry.register(
+            "buildlogs_stalled_responses_reset",
+            "HTTP/2 responses of any kind reset because the client's window stayed closed for the \
+             stall limit",
+            stalled_responses_reset.clone(),
+        );
+        registry.register(
+            "buildlogs_stalled_connections_closed",
+            "HTTP/2 connections closed because every response on them stalled",
+            stalled_connections_closed.clone(),
+        );
+        registry.register(
             "buildlogs_auth_failures",
             "Requests refused authentication, by reason",
             auth_failures.clone(),
@@ -145,6 +160,8 @@ impl Metrics {
             streams_rejected,
             slow_viewers_cut,
             stalled_streams_cut,
+            stalled_responses_reset,
+            stalled_connections_closed,
             auth_failures,
             request_duration,
         }

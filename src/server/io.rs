@@ -43,7 +43,7 @@ pub(super) struct ConnState {
 }
 
 impl ConnState {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             flushes: AtomicU64::new(0),
             last_body_done: AtomicU64::new(0),
@@ -59,6 +59,11 @@ impl ConnState {
     pub(super) fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
+    }
+
+    /// Requests whose response has not been let go yet.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// Whether no request has been in flight for `idle`.

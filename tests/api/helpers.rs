@@ -508,3 +508,199 @@ pub fn dechunk(raw: &[u8]) -> String {
     }
     body
 }
+
+/// The test's own writer, straight to `redis` in the runner's format.
+pub fn redis_writer(redis: &RedisServer) -> LogWriter {
+    let metrics = Arc::new(Metrics::new());
+    let store = buildlogs::store::redis::RedisStore::new(&redis.url(), 4, metrics).unwrap();
+    LogWriter::new(Arc::new(store))
+}
+
+/// A `buildlogs serve` process of its own (so its memory and descriptors are its own), on a
+/// free port, with the test key, over `redis` or the embedded store.
+pub struct Instance {
+    pub child: std::process::Child,
+    pub base: String,
+    pub addr: SocketAddr,
+}
+
+impl Instance {
+    pub async fn start(redis: Option<&RedisServer>, env: &[(&str, &str)]) -> Self {
+        use std::process::{Command, Stdio};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_buildlogs"));
+        cmd.arg("serve")
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("CLERK_JWT_KEY", &keys().public_pem)
+            .env("RUST_LOG", "warn")
+            .env_remove("REDIS_URL")
+            .env_remove("CLERK_PUBLISHABLE_KEY")
+            .env_remove("CLERK_JWKS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(redis) = redis {
+            cmd.env("REDIS_URL", redis.url());
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let instance = Self {
+            child: cmd.spawn().unwrap(),
+            base: format!("http://{addr}"),
+            addr,
+        };
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while http
+            .get(format!("{}/healthz", instance.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "instance came up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        instance
+    }
+
+    pub async fn stream(&self, job: &JobId, last_event_id: Option<&str>) -> SseClient {
+        let mut req = reqwest::Client::new()
+            .get(format!("{}/api/jobs/{job}/logs/stream", self.base))
+            .bearer_auth(token("user_a"));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        SseClient::new(req.send().await.unwrap())
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_value(&text, name)
+    }
+
+    pub fn rss_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// The process's open file descriptors.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How an HTTP/2 response's body ended, as its client saw it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum H2End {
+    /// END_STREAM, after this many bytes of body.
+    EndStream(usize),
+    /// RST_STREAM with this reason, after this many bytes of body.
+    Reset(h2::Reason, usize),
+    /// The connection went (GOAWAY, close) first.
+    ConnectionGone(String),
+}
+
+/// An HTTP/2 client with prior knowledge whose streams' windows start at `window` bytes and
+/// are never opened further (its connection window is large, so a stream's own window is what
+/// holds the server back). Its connection task answers PINGs and reads every frame.
+pub struct H2Peer {
+    pub send: h2::client::SendRequest<bytes::Bytes>,
+    pub conn: tokio::task::JoinHandle<Result<(), h2::Error>>,
+}
+
+impl H2Peer {
+    pub async fn connect(addr: SocketAddr, window: u32) -> Self {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(window)
+            .initial_connection_window_size(1 << 30)
+            .handshake(tcp)
+            .await
+            .unwrap();
+        Self {
+            send,
+            conn: tokio::spawn(conn),
+        }
+    }
+
+    /// Sends `GET path` (with `token` as a Bearer, if any) and waits for the response's head.
+    pub async fn get(
+        &mut self,
+        path: &str,
+        token: Option<&str>,
+    ) -> poem::http::Response<h2::RecvStream> {
+        let mut req = poem::http::Request::get(format!("http://x{path}"));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let send = self.send.clone().ready().await.unwrap();
+        let mut send = send;
+        let (resp, _) = send.send_request(req.body(()).unwrap(), true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), resp)
+            .await
+            .expect("a response head in time")
+            .unwrap()
+    }
+
+    /// Whether the server closed the connection within `within`.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, &mut self.conn).await.is_ok()
+    }
+}
+
+impl Drop for H2Peer {
+    /// The client goes away: its connection closes.
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
+/// Reads `body` (releasing nothing of its window) until it ends, within `within`.
+pub async fn h2_end(body: &mut h2::RecvStream, within: Duration) -> H2End {
+    let mut bytes = 0;
+    let read = async {
+        loop {
+            match body.data().await {
+                Some(Ok(data)) => bytes += data.len(),
+                Some(Err(err)) if err.is_reset() => {
+                    return H2End::Reset(err.reason().unwrap(), bytes);
+                }
+                Some(Err(err)) => return H2End::ConnectionGone(err.to_string()),
+                None => return H2End::EndStream(bytes),
+            }
+        }
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .expect("the stream ended in time")
+}
