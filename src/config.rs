@@ -136,9 +136,10 @@ pub struct Config {
 
     /// Kernel send buffer (`SO_SNDBUF`, bytes) of a connection carrying an HTTP/1 event stream,
     /// once the stream is written directly: bounds what a stalled viewer pins in the kernel
-    /// (Linux doubles the value for its bookkeeping). 0: the kernel's autotuning, which grows
-    /// a stalled viewer's buffer to about 1.7 MB on loopback.
-    #[arg(long, env = "STREAM_SEND_BUFFER", default_value_t = 0)]
+    /// until its stall cut (Linux reserves about twice the value). 0: the kernel's autotuning,
+    /// which lets a stalled viewer's buffer grow to `net.ipv4.tcp_wmem`'s maximum (4 MB by
+    /// default).
+    #[arg(long, env = "STREAM_SEND_BUFFER", default_value_t = 65_536)]
     pub stream_send_buffer: usize,
 
     /// Local try-out: throwaway signing key, a printed demo token, a demo job producing logs.
@@ -179,7 +180,7 @@ impl Default for Config {
             #[cfg(feature = "bench-naive")]
             live_mode: LiveMode::Fanout,
             stream_stall_secs: 30,
-            stream_send_buffer: 0,
+            stream_send_buffer: 65_536,
             metrics_addr: None,
             idle_timeout_secs: 30,
             dev: false,

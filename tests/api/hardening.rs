@@ -451,6 +451,54 @@ async fn every_error_and_every_204_says_no_store() {
     }
 }
 
+/// The kernel send buffer (`ss`'s `tb`) of the server's side of each established connection
+/// to `port`.
+fn server_send_buffers(port: u16) -> Vec<u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-tmnH", "state", "established", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) is installed by scripts/setup");
+    String::from_utf8_lossy(&out.stdout)
+        .split("skmem:(")
+        .skip(1)
+        .filter_map(|sk| {
+            sk.split(')')
+                .next()?
+                .split(',')
+                .find_map(|field| field.strip_prefix("tb")?.parse().ok())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_detached_streams_kernel_send_buffer_is_bounded_unless_switched_off() {
+    for configured in [32_768usize, 0] {
+        let app = spawn_app_with(Backend::Memory, |c| c.stream_send_buffer = configured).await;
+        let job = app.job("user_a", "code").await;
+        let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+        let req = format!(
+            "GET /api/jobs/{job}/logs/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            token("user_a")
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("event: start") {
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before start");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let buffers = server_send_buffers(app.addr.port());
+        assert_eq!(buffers.len(), 1, "{buffers:?}");
+        // Linux keeps twice what it is asked for.
+        if configured > 0 {
+            assert_eq!(buffers[0], 2 * configured as u64, "{buffers:?}");
+        } else {
+            assert_ne!(buffers[0], 2 * 32_768, "{buffers:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_stream_ends_when_its_job_changes_owner_or_vanishes() {
     let app = spawn_app_with(Backend::Redis, |c| c.heartbeat_secs = 60).await;

@@ -672,9 +672,15 @@ impl H2Peer {
             .unwrap()
     }
 
-    /// Whether the server closed the connection within `within`.
+    /// Whether the server closed the connection within `within`, having said so with GOAWAY.
     pub async fn closed_within(&mut self, within: Duration) -> bool {
-        tokio::time::timeout(within, &mut self.conn).await.is_ok()
+        if tokio::time::timeout(within, &mut self.conn).await.is_err() {
+            return false;
+        }
+        match self.send.clone().ready().await {
+            Err(err) if err.is_go_away() => true,
+            other => panic!("closed without a GOAWAY: {:?}", other.err()),
+        }
     }
 }
 
