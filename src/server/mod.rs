@@ -239,6 +239,7 @@ impl Connection {
             return;
         }
         let socket = io.tcp();
+        let state_h1 = state.clone();
         let slot = Arc::new(DetachSlot::default());
         let service = Service {
             conn: self,
@@ -248,7 +249,7 @@ impl Connection {
         // Boxed, so that dropping it on detach returns its buffers and state to the allocator.
         let conn = Box::pin(protocols.http1.serve_connection(TokioIo::new(io), service));
         let handover = {
-            let run = drive(conn, &shutdown);
+            let run = drive(conn, &state_h1, limits.stall_limit, &shutdown);
             tokio::pin!(run);
             tokio::select! {
                 biased;
@@ -468,14 +469,24 @@ impl hyper::body::Body for Tracked {
     }
 }
 
-/// Runs an HTTP/1 connection to its end; at shutdown, lets it finish the responses under way
+/// Runs an HTTP/1 connection to its end: closed once its client has taken nothing of a
+/// response for `stall` (hyper has no such limit, and the client would hold the connection and
+/// the response for as long as it likes); at shutdown, lets it finish the responses under way
 /// and close.
-async fn drive<C>(mut conn: Pin<Box<C>>, shutdown: &CancellationToken)
-where
+async fn drive<C>(
+    mut conn: Pin<Box<C>>,
+    state: &ConnState,
+    stall: Duration,
+    shutdown: &CancellationToken,
+) where
     C: GracefulConnection<Error: std::fmt::Display>,
 {
     let result = tokio::select! {
         result = conn.as_mut() => result,
+        () = state.write_stalled(stall) => {
+            tracing::debug!("closing an HTTP/1 connection whose client read nothing for the stall limit");
+            Ok(())
+        }
         () = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await

@@ -451,6 +451,50 @@ async fn every_error_and_every_204_says_no_store() {
     }
 }
 
+/// HTTP/1 clients that ask for `/docs` (1.6 MB) five times over and never read (more than
+/// the kernel's buffers take): each connection is closed once hyper's write has been blocked
+/// for the stall limit, and the server's descriptors come back.
+#[tokio::test]
+async fn http1_clients_that_never_read_a_response_are_closed_by_the_stall_limit() {
+    let server = Instance::start(None, &[("STREAM_STALL_SECS", "2")]).await;
+    let fds_before = server.fds();
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut tcp = socket.connect(server.addr).await.unwrap();
+        let five = b"GET /docs HTTP/1.1\r\nHost: x\r\n\r\n".repeat(5);
+        tcp.write_all(&five).await.unwrap();
+        clients.push(tcp);
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    while server.fds() < fds_before + 20 {
+        assert!(Instant::now() < deadline, "every connection accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while server.fds() > fds_before {
+        assert!(
+            Instant::now() < deadline,
+            "descriptors: {} before, {} now",
+            fds_before,
+            server.fds()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "not before the stall limit: {:?}",
+        started.elapsed()
+    );
+    // Each got part of the page, then the connection's end.
+    for mut tcp in clients {
+        let (got, _) = until_closed(&mut tcp, Duration::from_secs(5)).await;
+        assert!(got.starts_with(b"HTTP/1.1 200 OK"));
+        assert!(got.len() < 5 * 1_600_000, "{} bytes", got.len());
+    }
+}
+
 /// The kernel send buffer (`ss`'s `tb`) of the server's side of each established connection
 /// to `port`.
 fn server_send_buffers(port: u16) -> Vec<u64> {
