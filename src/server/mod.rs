@@ -239,17 +239,16 @@ impl Connection {
             return;
         }
         let socket = io.tcp();
-        let state_h1 = state.clone();
         let slot = Arc::new(DetachSlot::default());
         let service = Service {
             conn: self,
-            state,
+            state: state.clone(),
             detach: Some(slot.clone()),
         };
         // Boxed, so that dropping it on detach returns its buffers and state to the allocator.
         let conn = Box::pin(protocols.http1.serve_connection(TokioIo::new(io), service));
         let handover = {
-            let run = drive(conn, &state_h1, limits.stall_limit, &shutdown);
+            let run = drive(conn, &state, limits.stall_limit, &shutdown);
             tokio::pin!(run);
             tokio::select! {
                 biased;
@@ -335,7 +334,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
                 .header(header::CONNECTION, "close")
                 .body(BoxBody::default())
                 .expect("a static response");
-            return Box::pin(async move { Ok(into_hyper_parts(resp, in_flight)) });
+            return Box::pin(async move { Ok(into_hyper_parts(resp, in_flight, None)) });
         }
         let version = req.version();
         let detach = self.detach.clone().filter(|_| {
@@ -391,25 +390,24 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
 }
 
 /// The response for hyper, its body holding `in_flight` until hyper drops it (and, on
-/// HTTP/2, paced for its watchdog).
+/// HTTP/2, paced for its watchdog by `shaper`).
 fn into_hyper(
     resp: Response,
     in_flight: InFlight,
     shaper: Option<Shaper>,
 ) -> hyper::Response<Tracked> {
-    let mut resp = into_hyper_parts(resp.into(), in_flight);
-    resp.body_mut().shaper = shaper;
-    resp
+    into_hyper_parts(resp.into(), in_flight, shaper)
 }
 
 fn into_hyper_parts(
     resp: hyper::Response<BoxBody<Bytes, stdio::Error>>,
     in_flight: InFlight,
+    shaper: Option<Shaper>,
 ) -> hyper::Response<Tracked> {
     resp.map(|body| Tracked {
         body,
         _in_flight: in_flight,
-        shaper: None,
+        shaper,
     })
 }
 

@@ -31,7 +31,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
     time::Duration,
@@ -73,6 +73,8 @@ pub(super) struct H2Conn {
     /// Cancelled when the connection is found stalled: every stream is reset, and the
     /// connection task sends GOAWAY.
     cut: CancellationToken,
+    /// Set by the watchdog that decides to cut the connection (once).
+    closing: AtomicBool,
     /// Streams whose body waits for the peer's window.
     waiting: AtomicUsize,
     /// When a piece of any response on the connection was last accepted, in ms since `born`.
@@ -93,6 +95,7 @@ impl H2Conn {
             shutdown,
             counters,
             cut: CancellationToken::new(),
+            closing: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
             progress_ms: AtomicU64::new(0),
             born: Instant::now(),
@@ -278,8 +281,6 @@ impl<F: Future<Output = ()>> Watched<F> {
             conn.counters.reset_responses.inc();
             if event_stream {
                 conn.counters.stalled_streams.inc();
-            }
-            if event_stream {
                 tracing::info!(
                     "an HTTP/2 stream's client read nothing for the stall limit; resetting it"
                 );
@@ -289,8 +290,8 @@ impl<F: Future<Output = ()>> Watched<F> {
                 );
             }
             // Judged before this stream goes: it is one of the responses in flight.
-            if conn.is_stalled() && !conn.cut.is_cancelled() {
-                tracing::info!("every response on an HTTP/2 connection stalled; closing it");
+            if conn.is_stalled() && !conn.closing.swap(true, Ordering::AcqRel) {
+                tracing::debug!("every response on an HTTP/2 connection stalled; closing it");
                 conn.counters.closed_connections.inc();
                 conn.cut.cancel();
             }

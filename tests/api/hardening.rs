@@ -473,15 +473,7 @@ async fn http1_clients_that_never_read_a_response_are_closed_by_the_stall_limit(
         assert!(Instant::now() < deadline, "every connection accepted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    while server.fds() > fds_before {
-        assert!(
-            Instant::now() < deadline,
-            "descriptors: {} before, {} now",
-            fds_before,
-            server.fds()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.fds_back_to(fds_before, deadline).await;
     assert!(
         started.elapsed() >= Duration::from_millis(1900),
         "not before the stall limit: {:?}",

@@ -231,16 +231,7 @@ impl TestApp {
 
     pub async fn metric(&self, name: &str) -> f64 {
         let base = self.metrics_base.as_deref().unwrap_or(&self.base);
-        let text = self
-            .http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric_value(&text, name)
+        fetch_metric(&self.http, base, name).await
     }
 
     /// Waits (event-driven on the metrics endpoint, bounded) until a metric has `value`.
@@ -313,6 +304,19 @@ pub fn page_ids(page: &Value) -> Vec<String> {
         .iter()
         .map(|l| l["id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// A metric of the server at `base`, from its `/metrics`.
+pub async fn fetch_metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metric_value(&text, name)
 }
 
 /// The value of an unlabelled metric (or the sum over its labels) in Prometheus text.
@@ -575,13 +579,7 @@ impl Instance {
     }
 
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric_value(&text, name)
+        fetch_metric(&reqwest::Client::new(), &self.base, name).await
     }
 
     pub fn rss_kb(&self) -> u64 {
@@ -598,6 +596,18 @@ impl Instance {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
             .unwrap()
             .count()
+    }
+
+    /// Waits until the process holds at most `fds` descriptors, failing past `deadline`.
+    pub async fn fds_back_to(&self, fds: usize, deadline: std::time::Instant) {
+        while self.fds() > fds {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "descriptors: {fds} before, {} now",
+                self.fds()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn signal(&self, sig: &str) {

@@ -23,25 +23,38 @@ fn stall_app(config: &mut buildlogs::Config) {
     config.stream_stall_secs = STALL.as_secs();
 }
 
-#[tokio::test]
-async fn a_stalled_event_stream_is_reset_on_the_wire_and_its_connection_closed() {
-    let app = spawn_app_with(Backend::Memory, |c| {
-        stall_app(c);
-        c.heartbeat_secs = 1;
-    })
-    .await;
-    let job = app.job("user_a", "code").await;
-    let mut peer = H2Peer::connect(app.addr, 0).await;
-    let started = Instant::now();
+/// A new connection whose streams' windows start at `window`, with an event stream of `job`
+/// open on it (its head received).
+async fn stream_on_new_connection(
+    addr: std::net::SocketAddr,
+    window: u32,
+    job: &buildlogs::ids::JobId,
+    token: &str,
+) -> (H2Peer, h2::RecvStream) {
+    let mut peer = H2Peer::connect(addr, window).await;
     let resp = peer
-        .get(
-            &format!("/api/jobs/{job}/logs/stream"),
-            Some(&token("user_a")),
-        )
+        .get(&format!("/api/jobs/{job}/logs/stream"), Some(token))
         .await;
     assert_eq!(resp.status(), 200);
+    (peer, resp.into_body())
+}
+
+/// The app on `backend`, with the tests' stall limit and heartbeats every `heartbeat_secs`.
+async fn stalling_app(backend: Backend, heartbeat_secs: u64) -> TestApp {
+    spawn_app_with(backend, |c| {
+        stall_app(c);
+        c.heartbeat_secs = heartbeat_secs;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_stalled_event_stream_is_reset_on_the_wire_and_its_connection_closed() {
+    let app = stalling_app(Backend::Memory, 1).await;
+    let job = app.job("user_a", "code").await;
+    let started = Instant::now();
+    let (mut peer, mut body) = stream_on_new_connection(app.addr, 0, &job, &token("user_a")).await;
     app.await_metric("buildlogs_open_streams", 1.0).await;
-    let mut body = resp.into_body();
     assert_eq!(
         h2_end(&mut body, STALL + MARGIN).await,
         H2End::Reset(Reason::CANCEL, 0)
@@ -76,13 +89,8 @@ async fn the_expiry_cut_reaches_the_wire_while_the_window_is_closed() {
     let job = app.job("user_a", "code").await;
     let exp = now() + 2;
     let short = token_with(json!({"sub": "user_a", "exp": exp}));
-    let mut peer = H2Peer::connect(app.addr, 0).await;
-    let resp = peer
-        .get(&format!("/api/jobs/{job}/logs/stream"), Some(&short))
-        .await;
-    assert_eq!(resp.status(), 200);
+    let (_peer, mut body) = stream_on_new_connection(app.addr, 0, &job, &short).await;
     let until_expiry = Duration::from_secs(exp.saturating_sub(now()));
-    let mut body = resp.into_body();
     assert_eq!(
         h2_end(&mut body, until_expiry + Duration::from_millis(1500)).await,
         H2End::Reset(Reason::CANCEL, 0)
@@ -99,15 +107,7 @@ async fn the_expiry_cut_reaches_the_wire_while_the_window_is_closed() {
 async fn shutdown_resets_a_stream_whose_window_is_closed() {
     let mut app = spawn_app_with(Backend::Memory, |c| c.stream_stall_secs = 600).await;
     let job = app.job("user_a", "code").await;
-    let mut peer = H2Peer::connect(app.addr, 0).await;
-    let resp = peer
-        .get(
-            &format!("/api/jobs/{job}/logs/stream"),
-            Some(&token("user_a")),
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
+    let (mut peer, mut body) = stream_on_new_connection(app.addr, 0, &job, &token("user_a")).await;
     let ended = tokio::spawn(async move { h2_end(&mut body, Duration::from_secs(2)).await });
     let took = app.shutdown().await;
     assert_eq!(ended.await.unwrap(), H2End::Reset(Reason::CANCEL, 0));
@@ -117,29 +117,18 @@ async fn shutdown_resets_a_stream_whose_window_is_closed() {
 
 #[tokio::test]
 async fn a_revoked_stream_ends_on_the_wire_whether_or_not_its_window_is_open() {
-    let app = spawn_app_with(Backend::Redis, |c| {
-        stall_app(c);
-        c.heartbeat_secs = 60;
-    })
-    .await;
+    let app = stalling_app(Backend::Redis, 60).await;
     let mut conn = app.redis.as_ref().unwrap().conn().await;
     for window in [1 << 20, 0] {
         let job = app.job("user_a", "code").await;
-        let mut peer = H2Peer::connect(app.addr, window).await;
-        let resp = peer
-            .get(
-                &format!("/api/jobs/{job}/logs/stream"),
-                Some(&token("user_a")),
-            )
-            .await;
-        assert_eq!(resp.status(), 200);
+        let (_peer, mut body) =
+            stream_on_new_connection(app.addr, window, &job, &token("user_a")).await;
         app.await_metric("buildlogs_open_streams", 1.0).await;
         let _: i64 = redis::cmd("DEL")
             .arg(job.record_key())
             .query_async(&mut conn)
             .await
             .unwrap();
-        let mut body = resp.into_body();
         let end = h2_end(&mut body, Duration::from_secs(5) + STALL).await;
         if window == 0 {
             // Nothing can be delivered: reset, by the stall limit at the latest.
@@ -174,11 +163,7 @@ async fn a_body_larger_than_the_window_is_reset_not_left_half_sent() {
 
 #[tokio::test]
 async fn a_stalled_response_beside_a_live_stream_is_reset_alone() {
-    let app = spawn_app_with(Backend::Memory, |c| {
-        stall_app(c);
-        c.heartbeat_secs = 1;
-    })
-    .await;
+    let app = stalling_app(Backend::Memory, 1).await;
     let job = app.job("user_a", "code").await;
     // Windows of 64 KB: the stream reads (and reopens its window), /docs (1.6 MB) never does.
     let mut peer = H2Peer::connect(app.addr, 65_535).await;
@@ -320,15 +305,7 @@ async fn finished_job_first_connects_over_closed_windows_are_reset_and_give_back
         assert!(peer.closed_within(MARGIN).await, "connection still open");
     }
     let deadline = Instant::now() + MARGIN;
-    while server.fds() > fds_before {
-        assert!(
-            Instant::now() < deadline,
-            "descriptors: {} before, {} now",
-            fds_before,
-            server.fds()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.fds_back_to(fds_before, deadline).await;
     assert_eq!(server.metric("buildlogs_open_streams").await, 0.0);
     assert_eq!(
         server
