@@ -7,9 +7,10 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Response, Route,
-    endpoint::ToDynEndpoint,
+    endpoint::{ToDynEndpoint, make_sync},
     get, handler,
     http::StatusCode,
     web::{Data, Redirect},
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api::{
         self,
-        errors::{from_extractor, problem_response},
+        errors::{from_extractor, no_store, problem_response},
     },
     auth::{AuthContext, AuthSettings, Verifier},
     config::Config,
@@ -260,14 +261,18 @@ impl App {
     /// Every route, with its middleware.
     pub fn endpoint(&self) -> impl Endpoint<Output = Response> + use<> {
         let service = api::service();
-        let docs = service.swagger_ui();
+        // Swagger UI's page (1.7 MB: its script, its style and the spec inline) and the spec,
+        // each rendered once: every response carries the same buffer, however many are
+        // waiting on slow clients at once.
+        let docs = static_asset(service.swagger_ui_html(), "text/html; charset=utf-8");
+        let spec = static_asset(api::spec_json(), "application/json");
         let auth: Arc<dyn AuthContext> = self.state.clone();
         let cors = (!self.state.config.cors_allowed_origins.is_empty())
             .then(|| Cors::new(&self.state.config.cors_allowed_origins));
         let mut routes = Route::new()
             .nest("/", service)
-            .nest("/docs", docs)
-            .at("/openapi.json", get(openapi_json))
+            .nest("/docs", Route::new().at("/", docs))
+            .at("/openapi.json", spec)
             .at("/", get(index));
         routes = ops_routes(routes, self.state.config.metrics_addr.is_none());
         if let Some(viewer) = &self.viewer {
@@ -282,6 +287,7 @@ impl App {
             .data(self.state.clone())
             .data(auth)
             .map_to_response()
+            .map(|resp| async move { no_store(resp) })
     }
 
     /// The private operations listener (`METRICS_ADDR`): `/metrics`, `/healthz`, `/readyz`.
@@ -317,6 +323,10 @@ impl App {
             idle_timeout: Duration::from_secs(self.state.config.idle_timeout_secs),
             stalled: self.state.metrics().stalled_streams_cut.clone(),
             partial_puts: self.state.metrics().partial_puts.clone(),
+            reset_responses: self.state.metrics().stalled_responses_reset.clone(),
+            stalled_connections: self.state.metrics().stalled_connections_closed.clone(),
+            stream_send_buffer: (self.state.config.stream_send_buffer > 0)
+                .then_some(self.state.config.stream_send_buffer),
         };
         let ops = metrics.map(|listener| {
             if let Ok(addr) = listener.local_addr() {
@@ -377,9 +387,14 @@ fn index() -> Redirect {
     Redirect::see_other("/docs")
 }
 
-#[handler]
-fn openapi_json() -> impl IntoResponse {
-    api::spec_json().with_content_type("application/json")
+/// A `GET` route answering `body`, one shared buffer, to every request.
+fn static_asset(body: String, content_type: &'static str) -> impl Endpoint<Output = Response> {
+    let body = Bytes::from(body);
+    get(make_sync(move |_| {
+        Response::builder()
+            .content_type(content_type)
+            .body(body.clone())
+    }))
 }
 
 #[handler]

@@ -131,12 +131,15 @@ struct Header {
 }
 
 /// The claims we read; each is checked by hand, strictly (the JWT library only checks the
-/// signature): `sub` and `azp` strings, `iss` a string, `exp` and `nbf` NumericDates.
+/// signature): `sub` and `azp` strings, `iss` a string, `exp`, `nbf` and `iat` NumericDates.
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<serde_json::Value>,
     exp: Option<serde_json::Value>,
     nbf: Option<serde_json::Value>,
+    /// Only its form is checked: a token issued "in the future" by a skewed clock is still
+    /// bounded by `nbf` and `exp`.
+    iat: Option<serde_json::Value>,
     iss: Option<serde_json::Value>,
     azp: Option<serde_json::Value>,
 }
@@ -407,6 +410,9 @@ impl Verifier {
             .as_ref()
             .map(|v| numeric_date(v).ok_or(R::malformed))
             .transpose()?;
+        if let Some(iat) = &claims.iat {
+            numeric_date(iat).ok_or(R::malformed)?;
+        }
         let iss = text(claims.iss)?;
         let azp = text(claims.azp)?;
         if now >= valid_until {
@@ -436,25 +442,32 @@ impl Verifier {
 
 /// The raw token a request presents: the Bearer header wins; else the `__session` cookie.
 /// An `Authorization` header of another scheme is ignored; the query string never counts.
-fn presented_token(req: &Request) -> Option<&str> {
-    for value in req.headers().get_all(header::AUTHORIZATION) {
-        let Ok(value) = value.to_str() else { continue };
+/// Two `Authorization` headers are `malformed`: which one a proxy or a client meant is
+/// anyone's guess, so neither is trusted.
+fn presented_token(req: &Request) -> Result<Option<&str>, AuthFailureReason> {
+    let mut authorization = req.headers().get_all(header::AUTHORIZATION).iter();
+    let (first, second) = (authorization.next(), authorization.next());
+    if second.is_some() {
+        return Err(AuthFailureReason::malformed);
+    }
+    if let Some(value) = first.and_then(|v| v.to_str().ok()) {
         let value = value.trim_start();
         if value.len() >= 6 && value[..6].eq_ignore_ascii_case("bearer") {
             let rest = &value[6..];
             if rest.is_empty() || rest.starts_with(' ') {
-                return Some(rest.trim());
+                return Ok(Some(rest.trim()));
             }
         }
     }
-    req.headers()
+    Ok(req
+        .headers()
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == "__session")
-        .map(|(_, value)| value.trim().trim_matches('"'))
+        .map(|(_, value)| value.trim().trim_matches('"')))
 }
 
 /// A Clerk session token sent as `Authorization: Bearer <jwt>`.
@@ -501,8 +514,9 @@ impl<'a> ApiExtractor<'a> for Session {
             .data::<Arc<dyn AuthContext>>()
             .expect("the app installs its AuthContext as request data");
         let result = match presented_token(req) {
-            None => Err(AuthFailureReason::missing),
-            Some(token) => ctx.verifier().verify(token).await,
+            Err(reason) => Err(reason),
+            Ok(None) => Err(AuthFailureReason::missing),
+            Ok(Some(token)) => ctx.verifier().verify(token).await,
         };
         result.map_err(|reason| {
             ctx.record_failure(reason);
@@ -696,6 +710,34 @@ mod tests {
     }
 
     #[test]
+    fn iat_is_a_numeric_date_when_present() {
+        let now = now_secs();
+        for iat in [
+            serde_json::json!(now as u64),
+            serde_json::json!(now - 0.5),
+            // Issued "later" by a skewed clock: only the form is checked.
+            serde_json::json!(now + 3600.0),
+        ] {
+            let token = signed(rs256(), claims_with(serde_json::json!({"iat": iat})));
+            assert!(verify(&token).is_ok(), "{iat}");
+        }
+        for iat in [
+            serde_json::json!("x"),
+            serde_json::json!(1e308),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(-1),
+            serde_json::json!([1]),
+        ] {
+            let token = signed(rs256(), claims_with(serde_json::json!({"iat": iat})));
+            assert_eq!(
+                verify(&token).unwrap_err(),
+                AuthFailureReason::malformed,
+                "{iat}"
+            );
+        }
+    }
+
+    #[test]
     fn presented_token_rules() {
         let req = |headers: &[(&str, &str)]| {
             let mut builder = Request::builder();
@@ -706,41 +748,57 @@ mod tests {
         };
         assert_eq!(
             presented_token(&req(&[("Authorization", "Bearer abc")])),
-            Some("abc")
+            Ok(Some("abc"))
         );
         assert_eq!(
             presented_token(&req(&[("Authorization", "bearer   abc  ")])),
-            Some("abc")
+            Ok(Some("abc"))
         );
         assert_eq!(
             presented_token(&req(&[("Authorization", "Bearer")])),
-            Some("")
+            Ok(Some(""))
         );
         assert_eq!(
             presented_token(&req(&[("Authorization", "Bearerabc")])),
-            None
+            Ok(None)
         );
         assert_eq!(
             presented_token(&req(&[("Authorization", "Basic abc")])),
-            None
+            Ok(None)
         );
         assert_eq!(
             presented_token(&req(&[
                 ("Authorization", "Basic abc"),
                 ("Cookie", "a=1; __session=tok")
             ])),
-            Some("tok")
+            Ok(Some("tok"))
         );
         assert_eq!(
             presented_token(&req(&[
                 ("Authorization", "Bearer head"),
                 ("Cookie", "__session=tok")
             ])),
-            Some("head")
+            Ok(Some("head"))
         );
         assert_eq!(
             presented_token(&req(&[("Cookie", "x__session=no; __session_other=no")])),
-            None
+            Ok(None)
         );
+        // Two Authorization headers, whatever their schemes: neither is trusted.
+        for (a, b) in [
+            ("Bearer one", "Bearer two"),
+            ("Bearer one", "Basic abc"),
+            ("Basic abc", "Bearer two"),
+        ] {
+            assert_eq!(
+                presented_token(&req(&[
+                    ("Authorization", a),
+                    ("Authorization", b),
+                    ("Cookie", "__session=tok")
+                ])),
+                Err(AuthFailureReason::malformed),
+                "{a} + {b}"
+            );
+        }
     }
 }

@@ -118,7 +118,8 @@ pub struct Config {
     #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub idle_timeout_secs: u64,
 
-    /// Comma-separated origins allowed by CORS (for browsers on another origin). Unset: no CORS.
+    /// Comma-separated origins (`scheme://host[:port]`, matched byte for byte) allowed by CORS on
+    /// `/api` (for browsers on another origin). Unset: no CORS.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
 
@@ -132,6 +133,14 @@ pub struct Config {
     /// is ended (the client resumes with `Last-Event-ID`).
     #[arg(long, env = "STREAM_STALL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub stream_stall_secs: u64,
+
+    /// Kernel send buffer (`SO_SNDBUF`, bytes) of a connection carrying an HTTP/1 event stream,
+    /// once the stream is written directly: bounds what a stalled viewer pins in the kernel
+    /// until its stall cut (Linux reserves about twice the value). 0: the kernel's autotuning,
+    /// which lets a stalled viewer's buffer grow to `net.ipv4.tcp_wmem`'s maximum (4 MB by
+    /// default).
+    #[arg(long, env = "STREAM_SEND_BUFFER", default_value_t = 65_536)]
+    pub stream_send_buffer: usize,
 
     /// Local try-out: throwaway signing key, a printed demo token, a demo job producing logs.
     /// Refuses to run with a Clerk key configured.
@@ -171,6 +180,7 @@ impl Default for Config {
             #[cfg(feature = "bench-naive")]
             live_mode: LiveMode::Fanout,
             stream_stall_secs: 30,
+            stream_send_buffer: 65_536,
             metrics_addr: None,
             idle_timeout_secs: 30,
             dev: false,

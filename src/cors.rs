@@ -1,8 +1,14 @@
 //! CORS for browsers on other origins (`CORS_ALLOWED_ORIGINS`): listed origins get the
-//! `Access-Control-*` headers (credentials allowed, `Retry-After` exposed) and their
-//! preflights answered; a request from any other origin is served as if CORS were off, with no
-//! `Access-Control-*` headers and never an error: the browser enforces. Every response says
-//! `Vary: Origin`, since what it carries depends on the origin.
+//! `Access-Control-*` headers (credentials allowed, `Retry-After` exposed) on `/api` responses
+//! and their preflights answered; a request from any other origin is served as if CORS were
+//! off, with no `Access-Control-*` headers and never an error: the browser enforces. Every
+//! `/api` response says `Vary: Origin`, since what it carries depends on the origin.
+//!
+//! An `Origin` matches a listed origin byte for byte: `https://app.example/` is another origin
+//! than `https://app.example` (a browser never sends the slash, so a request that does is not
+//! a browser's). Nothing outside `/api` (`/metrics`, `/healthz`, `/readyz`, `/docs`,
+//! `/openapi.json`) carries CORS headers: no other origin has any business reading those with
+//! credentials.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -25,16 +31,34 @@ pub struct Cors {
 }
 
 impl Cors {
+    /// The listed origins, as configured (only surrounding blanks are trimmed: matching is
+    /// byte for byte). An entry with a path, or a trailing slash, can match no browser, so it
+    /// is reported.
     pub fn new(origins: &[String]) -> Self {
-        Self {
-            origins: Arc::new(
-                origins
-                    .iter()
-                    .map(|o| o.trim().trim_end_matches('/').to_owned())
-                    .filter(|o| !o.is_empty())
-                    .collect(),
-            ),
+        let origins: HashSet<String> = origins
+            .iter()
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        for origin in &origins {
+            let after_scheme = origin.split_once("://").map_or("", |(_, rest)| rest);
+            if after_scheme.is_empty() || after_scheme.contains('/') {
+                tracing::warn!(
+                    origin,
+                    "CORS_ALLOWED_ORIGINS entry is not an origin (scheme://host[:port], no \
+                     trailing slash): no browser request will match it"
+                );
+            }
         }
+        Self {
+            origins: Arc::new(origins),
+        }
+    }
+
+    /// Whether `path` is one that CORS applies to: the API's.
+    fn covers(path: &str) -> bool {
+        path.strip_prefix("/api")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 }
 
@@ -58,12 +82,14 @@ impl<E: Endpoint> Endpoint for CorsEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> Result<Self::Output> {
+        if !Cors::covers(req.uri().path()) {
+            return Ok(self.inner.call(req).await?.into_response());
+        }
         let allowed = req
             .headers()
             .get(header::ORIGIN)
             .filter(|o| {
-                o.to_str()
-                    .is_ok_and(|o| self.cors.origins.contains(o.trim_end_matches('/')))
+                std::str::from_utf8(o.as_bytes()).is_ok_and(|o| self.cors.origins.contains(o))
             })
             .cloned();
         let preflight = req.method() == Method::OPTIONS

@@ -4,8 +4,9 @@
 //!
 //! The HTTP layer
 //! - [`server`]: the connection edge. Accepts connections, serves them with hyper under the
-//!   poem endpoint, takes an event stream out of hyper to write it itself, and ends every
-//!   stream on every path (client gone, stalled, token expired, shutdown).
+//!   poem endpoint, takes an event stream out of hyper to write it itself, ends every stream
+//!   on every path (client gone, stalled, token expired, shutdown), and resets every HTTP/2
+//!   response that makes no progress.
 //! - [`app`]: builds the app from a [`config`] and serves it: routes, [`cors`], metrics,
 //!   shutdown. `main.rs` only parses the command line and calls [`app::run`].
 //! - [`auth`]: Clerk session tokens (Bearer or `__session` cookie), PEM and JWKS keys.

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub stalled_streams_cut: Counter,
     pub partial_puts: Counter,
     pub live_read_failures: Counter,
+    pub stalled_responses_reset: Counter,
+    pub stalled_connections_closed: Counter,
     auth_failures: Family<ReasonLabel, Counter>,
     request_duration: Family<RouteLabels, Histogram>,
 }
@@ -85,6 +87,8 @@ impl Metrics {
         let stalled_streams_cut = Counter::default();
         let partial_puts = Counter::default();
         let live_read_failures = Counter::default();
+        let stalled_responses_reset = Counter::default();
+        let stalled_connections_closed = Counter::default();
         let auth_failures = Family::<ReasonLabel, Counter>::default();
         // Every reason is exported from the start, at zero, so dashboards see the full set.
         for reason in AuthFailureReason::ALL {
@@ -143,6 +147,17 @@ impl Metrics {
             live_read_failures.clone(),
         );
         registry.register(
+            "buildlogs_stalled_responses_reset",
+            "HTTP/2 responses of any kind reset because the client's window stayed closed for the \
+             stall limit",
+            stalled_responses_reset.clone(),
+        );
+        registry.register(
+            "buildlogs_stalled_connections_closed",
+            "HTTP/2 connections closed because every response on them stalled",
+            stalled_connections_closed.clone(),
+        );
+        registry.register(
             "buildlogs_auth_failures",
             "Requests refused authentication, by reason",
             auth_failures.clone(),
@@ -163,6 +178,8 @@ impl Metrics {
             stalled_streams_cut,
             partial_puts,
             live_read_failures,
+            stalled_responses_reset,
+            stalled_connections_closed,
             auth_failures,
             request_duration,
         }

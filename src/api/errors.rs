@@ -1,19 +1,23 @@
 //! Errors at the HTTP edge: [`ApiError`] as a poem response (untyped routes, extractors) and as
-//! the typed responses of the operations, and the mapping of poem's extractor failures to it.
+//! the typed responses of the operations, the mapping of poem's extractor failures to it, and
+//! [`no_store`], which keeps every error (and every 204) out of caches.
 
-use poem::http::StatusCode;
+use poem::http::{HeaderValue, StatusCode, header};
 
 use crate::{
     error::ApiError,
     wire::{Problem, problem_body},
 };
 
+const PROBLEM_JSON: &str = "application/problem+json";
+
 /// The problem+json response of an error, with `WWW-Authenticate` on a 401 and `Retry-After`
-/// where the error has one.
+/// where the error has one, never to be stored by a cache.
 pub fn problem_response(err: &ApiError) -> poem::Response {
     let mut builder = poem::Response::builder()
         .status(err.code().status())
-        .content_type("application/problem+json");
+        .content_type(PROBLEM_JSON)
+        .header(header::CACHE_CONTROL, "no-store");
     if *err == ApiError::Unauthorized {
         builder = builder.header("WWW-Authenticate", "Bearer");
     }
@@ -21,6 +25,22 @@ pub fn problem_response(err: &ApiError) -> poem::Response {
         builder = builder.header("Retry-After", secs);
     }
     builder.body(problem_body(err))
+}
+
+/// `Cache-Control: no-store` on every error (problem+json) and every 204, whichever operation
+/// or route made it: an answer to a cookie-authenticated request is that user's alone, and a
+/// shared cache must neither keep nor replay it. Applied once, to every response of the app,
+/// so the typed responses of operations (whose spec does not list the header) get it too.
+pub fn no_store(mut resp: poem::Response) -> poem::Response {
+    let problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if problem || resp.status() == StatusCode::NO_CONTENT {
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
 }
 
 /// The error behind a request that failed before the handler ran: an extractor's parse
@@ -101,3 +121,51 @@ macro_rules! error_responses {
     };
 }
 pub(crate) use error_responses;
+
+#[cfg(test)]
+mod tests {
+    use poem::IntoResponse;
+
+    use super::*;
+    use crate::api::logs::{HistoryResponse, StreamResponse};
+
+    #[test]
+    fn every_error_and_every_204_says_no_store() {
+        let errors = [
+            ApiError::Unauthorized,
+            ApiError::InvalidJobId,
+            ApiError::JobNotFound,
+            ApiError::TooManyStreams {
+                retry_after_secs: 1,
+            },
+            ApiError::StoreUnavailable,
+            ApiError::Internal,
+        ];
+        for err in errors {
+            let typed = [
+                StreamResponse::from(err.clone()).into_response(),
+                HistoryResponse::from(err.clone()).into_response(),
+                problem_response(&err),
+            ];
+            for resp in typed {
+                let resp = no_store(resp);
+                assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store", "{err:?}");
+                assert_eq!(
+                    resp.headers()[header::CONTENT_TYPE],
+                    PROBLEM_JSON,
+                    "{err:?}"
+                );
+            }
+        }
+        let empty = no_store(StreamResponse::NoContent.into_response());
+        assert_eq!(empty.status(), StatusCode::NO_CONTENT);
+        assert_eq!(empty.headers()[header::CACHE_CONTROL], "no-store");
+        // A page keeps its own header.
+        let ok = no_store(
+            poem::Response::builder()
+                .header(header::CACHE_CONTROL, "no-cache")
+                .body("x"),
+        );
+        assert_eq!(ok.headers()[header::CACHE_CONTROL], "no-cache");
+    }
+}

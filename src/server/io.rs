@@ -1,6 +1,7 @@
 //! The socket a connection is served through, and what the connection's requests can learn of
 //! it: whether hyper has flushed every byte of the responses before (so a stream may leave
-//! hyper without cutting one short), write progress, and how many requests are in flight.
+//! hyper without cutting one short), write progress (and how long a write has been blocked),
+//! and how many requests are in flight.
 
 use std::{
     io,
@@ -37,19 +38,26 @@ pub(super) struct ConnState {
     in_flight: AtomicUsize,
     /// When `in_flight` last dropped to zero, in ms since `born`.
     idle_since_ms: AtomicU64,
+    /// When a write last found the socket full, in ms since `born` plus one; 0 once a write
+    /// went through since (or none ever blocked).
+    blocked_since_ms: AtomicU64,
+    /// Woken when a write blocks.
+    blocked: Notify,
     born: Instant,
     /// Woken on every flush.
     flushed: Notify,
 }
 
 impl ConnState {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             flushes: AtomicU64::new(0),
             last_body_done: AtomicU64::new(0),
             written: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            blocked_since_ms: AtomicU64::new(0),
+            blocked: Notify::new(),
             born: Instant::now(),
             flushed: Notify::new(),
         }
@@ -61,11 +69,44 @@ impl ConnState {
         InFlight(self.clone())
     }
 
+    /// Requests whose response has not been let go yet.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
     /// Whether no request has been in flight for `idle`.
     pub(super) fn idle_for(&self, idle: Duration) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
             && self.born.elapsed()
                 >= Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire)) + idle
+    }
+
+    /// Resolves once a write has found the socket full for `stall` with nothing taken since:
+    /// the client reads nothing of what it asked for.
+    pub(super) async fn write_stalled(&self, stall: Duration) {
+        loop {
+            let blocked = self.blocked.notified();
+            tokio::pin!(blocked);
+            blocked.as_mut().enable();
+            let since = self.blocked_since_ms.load(Ordering::Acquire);
+            if since == 0 {
+                blocked.await;
+                continue;
+            }
+            let deadline = self.born + Duration::from_millis(since - 1) + stall;
+            tokio::time::sleep_until(deadline).await;
+            if self.blocked_since_ms.load(Ordering::Acquire) == since {
+                return;
+            }
+        }
+    }
+
+    fn write_blocked(&self) {
+        if self.blocked_since_ms.load(Ordering::Relaxed) == 0 {
+            let now = self.born.elapsed().as_millis() as u64 + 1;
+            self.blocked_since_ms.store(now, Ordering::Release);
+            self.blocked.notify_waiters();
+        }
     }
 
     /// Whether every earlier response on this connection has reached the socket.
@@ -184,7 +225,19 @@ impl Socket {
     fn wrote(&self, result: &io::Result<usize>) {
         if let Ok(n) = result {
             self.state.written.fetch_add(*n as u64, Ordering::AcqRel);
+            if self.state.blocked_since_ms.load(Ordering::Relaxed) != 0 {
+                self.state.blocked_since_ms.store(0, Ordering::Release);
+            }
         }
+    }
+
+    /// Whether the socket can take a write now; records it as blocked when not.
+    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let ready = self.stream.poll_write_ready(cx);
+        if ready.is_pending() {
+            self.state.write_blocked();
+        }
+        ready
     }
 }
 
@@ -195,7 +248,7 @@ impl AsyncWrite for Socket {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.stream.poll_write_ready(cx))?;
+            ready!(self.poll_writable(cx))?;
             match self.stream.try_write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 result => {
@@ -212,7 +265,7 @@ impl AsyncWrite for Socket {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.stream.poll_write_ready(cx))?;
+            ready!(self.poll_writable(cx))?;
             match self.stream.try_write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 result => {

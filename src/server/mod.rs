@@ -13,8 +13,10 @@
 //! responses before it on the connection (pipelined requests), waiting for that if it must, so
 //! no earlier response is ever cut short; what the client sends after the stream request is
 //! read and discarded. A `HEAD` stays with hyper (it has no body), and so does HTTP/2, where a
-//! connection carries many streams: each HTTP/2 event stream runs in a task of its own
-//! ([`stream::relay`]) so that its ends apply while the client reads nothing.
+//! connection carries many streams. There every response, an event stream or not, runs under
+//! a watchdog ([`watch`]) that resets it (`RST_STREAM`) once it has waited for the peer's
+//! flow-control window for the stall limit, and an event stream also at its ends while it
+//! waits; a connection holding nothing but such responses is closed with GOAWAY.
 //!
 //! The protocol is sniffed with a non-consuming `peek` (a rewinding reader, as hyper-util's
 //! auto builder uses, would double hyper's read buffer), and hyper never reads while a
@@ -23,6 +25,7 @@
 mod io;
 // The crate sees it for the channel's model, which runs a feed's puts through a real `Wire`.
 pub(crate) mod stream;
+mod watch;
 
 use std::{
     convert::Infallible,
@@ -40,7 +43,7 @@ use hyper::{
     server::conn::{http1, http2},
 };
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::graceful::GracefulConnection,
 };
 use poem::{
@@ -55,7 +58,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::{
     io::{ConnState, InFlight, Socket},
-    stream::{Detached, Limits, relay, write_detached},
+    stream::{Detached, Limits, write_detached},
+    watch::{H2Conn, Shaper, WatchCounters, WatchExec},
 };
 use crate::wire::sse::EventStream;
 
@@ -80,21 +84,53 @@ pub struct Settings {
     /// first bytes, hyper's header timeout on HTTP/1 (which also closes a keep-alive connection
     /// waiting that long for its next request), the idle check on HTTP/2.
     pub idle_timeout: Duration,
-    /// Counts the streams ended by the stall limit
+    /// Counts the event streams ended by the stall limit
     /// (`buildlogs_stalled_streams_disconnected_total`).
     pub stalled: Counter,
     /// Counts the feed's writes to a detached stream's socket that it took only part of
     /// (`buildlogs_partial_puts_total`).
     pub partial_puts: Counter,
+    /// Counts the HTTP/2 responses, of any kind, reset by the stall limit
+    /// (`buildlogs_stalled_responses_reset_total`).
+    pub reset_responses: Counter,
+    /// Counts the HTTP/2 connections closed because every response on them stalled
+    /// (`buildlogs_stalled_connections_closed_total`).
+    pub stalled_connections: Counter,
+    /// `SO_SNDBUF` of a detached event stream's socket (`STREAM_SEND_BUFFER`); `None`: the
+    /// kernel's autotuning.
+    pub stream_send_buffer: Option<usize>,
 }
 
-/// Both protocol builders, configured once and shared by every connection.
+/// Most streams a client may have open at once on one HTTP/2 connection. Each stalled one
+/// costs the server a few KB (its state in h2 and hyper, its watchdog task) plus what its
+/// response holds, for at most the stall limit; 100 is what browsers and proxies expect of
+/// servers (nginx and Apache advertise 100–128), and well above the 50 streams a user may
+/// hold.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// What h2 may buffer for one stream beyond what the socket took (hyper's default: 400 KB).
+/// Bodies are handed over in pieces of at most [`watch::MAX_PIECE`] once the peer's window
+/// has room, so this only bounds a peer that opens its window and then stops reading.
+const H2_MAX_SEND_BUF: usize = 64 * 1024;
+
+/// The protocol builders: HTTP/1 configured once and shared by every connection; HTTP/2 per
+/// connection, since its executor is the connection's own (see [`watch`]).
 struct Protocols {
     http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
 }
 
 impl Protocols {
+    fn http2(exec: WatchExec) -> http2::Builder<WatchExec> {
+        let mut http2 = http2::Builder::new(exec);
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEAD_BYTES as u32)
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_send_buf_size(H2_MAX_SEND_BUF)
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT);
+        http2
+    }
+
     fn new(settings: &Settings) -> Self {
         let mut http1 = http1::Builder::new();
         // The timer bounds how long a request head may take (slow-loris) and how long a
@@ -105,13 +141,7 @@ impl Protocols {
             .header_read_timeout(settings.idle_timeout)
             .half_close(true)
             .max_buf_size(MAX_HEAD_BYTES);
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEAD_BYTES as u32)
-            .keep_alive_interval(H2_PING_INTERVAL)
-            .keep_alive_timeout(H2_PING_TIMEOUT);
-        Self { http1, http2 }
+        Self { http1 }
     }
 }
 
@@ -188,6 +218,16 @@ impl Connection {
         let limits = self.settings.clone();
         let state = io.state();
         if h2 {
+            let watch = H2Conn::new(
+                state.clone(),
+                limits.stall_limit,
+                shutdown.clone(),
+                WatchCounters {
+                    stalled_streams: limits.stalled.clone(),
+                    reset_responses: limits.reset_responses.clone(),
+                    closed_connections: limits.stalled_connections.clone(),
+                },
+            );
             let service = Service {
                 conn: self,
                 state: state.clone(),
@@ -195,21 +235,24 @@ impl Connection {
             };
             // Boxed: an HTTP/2 connection's state is large and rare here, and inline it would
             // size every HTTP/1 connection's task too.
-            let conn = Box::pin(protocols.http2.serve_connection(TokioIo::new(io), service));
-            drive_h2(conn, &state, limits.idle_timeout, &shutdown).await;
+            let conn = Box::pin(
+                Protocols::http2(WatchExec(watch.clone()))
+                    .serve_connection(TokioIo::new(io), service),
+            );
+            drive_h2(conn, &state, &watch, limits.idle_timeout, &shutdown).await;
             return;
         }
         let socket = io.tcp();
         let slot = Arc::new(DetachSlot::default());
         let service = Service {
             conn: self,
-            state,
+            state: state.clone(),
             detach: Some(slot.clone()),
         };
         // Boxed, so that dropping it on detach returns its buffers and state to the allocator.
         let conn = Box::pin(protocols.http1.serve_connection(TokioIo::new(io), service));
         let handover = {
-            let run = drive(conn, &shutdown);
+            let run = drive(conn, &state, limits.stall_limit, &shutdown);
             tokio::pin!(run);
             tokio::select! {
                 biased;
@@ -219,6 +262,11 @@ impl Connection {
         };
         drop(slot);
         if let Handover::Stream(detached) = handover {
+            if let Some(bytes) = limits.stream_send_buffer
+                && let Err(err) = socket2::SockRef::from(&*socket).set_send_buffer_size(bytes)
+            {
+                tracing::debug!(error = %err, "could not bound a stream's send buffer");
+            }
             let limits = Limits {
                 shutdown: &shutdown,
                 stall: limits.stall_limit,
@@ -291,13 +339,12 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
                 .header(header::CONNECTION, "close")
                 .body(BoxBody::default())
                 .expect("a static response");
-            return Box::pin(async move { Ok(into_hyper_parts(resp, in_flight)) });
+            return Box::pin(async move { Ok(into_hyper_parts(resp, in_flight, None)) });
         }
         let version = req.version();
         let detach = self.detach.clone().filter(|_| {
             req.method() == Method::GET && matches!(version, Version::HTTP_11 | Version::HTTP_10)
         });
-        let h2 = self.detach.is_none();
         let req = poem::Request::from((
             req,
             self.conn.local.clone(),
@@ -307,6 +354,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
         let conn = self.conn.clone();
         let state = self.state.clone();
         Box::pin(async move {
+            // Polled inside the HTTP/2 stream's watchdog, if there is one.
+            let watch = watch::current();
             let mut resp = DynEndpoint::call(&*conn.endpoint, req)
                 .await
                 .unwrap_or_else(|err| err.into_response());
@@ -330,34 +379,40 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
                     // hyper never sees this response: the connection task drops the connection.
                     return std::future::pending().await;
                 }
-                if h2 && let Some(frames) = frames.take() {
-                    let body = relay(
-                        frames.map(Ok).boxed(),
-                        ends,
-                        conn.shutdown.clone(),
-                        conn.settings.stall_limit,
-                        conn.settings.stalled.clone(),
-                    );
-                    resp.set_body(poem::Body::from_bytes_stream(body));
+                // HTTP/2: the frames are the body; the watchdog applies the ends.
+                if let Some(watch) = &watch
+                    && let Some(frames) = frames.take()
+                {
+                    watch.end_with(ends);
+                    resp.set_body(poem::Body::from_bytes_stream(
+                        frames.map(Ok::<_, stdio::Error>),
+                    ));
                 }
             }
-            Ok(into_hyper(resp, in_flight))
+            Ok(into_hyper(resp, in_flight, watch.map(Shaper::new)))
         })
     }
 }
 
-/// The response for hyper, its body holding `in_flight` until hyper drops it.
-fn into_hyper(resp: Response, in_flight: InFlight) -> hyper::Response<Tracked> {
-    into_hyper_parts(resp.into(), in_flight)
+/// The response for hyper, its body holding `in_flight` until hyper drops it (and, on
+/// HTTP/2, paced for its watchdog by `shaper`).
+fn into_hyper(
+    resp: Response,
+    in_flight: InFlight,
+    shaper: Option<Shaper>,
+) -> hyper::Response<Tracked> {
+    into_hyper_parts(resp.into(), in_flight, shaper)
 }
 
 fn into_hyper_parts(
     resp: hyper::Response<BoxBody<Bytes, stdio::Error>>,
     in_flight: InFlight,
+    shaper: Option<Shaper>,
 ) -> hyper::Response<Tracked> {
     resp.map(|body| Tracked {
         body,
         _in_flight: in_flight,
+        shaper,
     })
 }
 
@@ -374,10 +429,11 @@ fn head_size<B>(req: &hyper::Request<B>) -> usize {
 
 /// A response body that keeps its request in flight until hyper lets it go (after writing its
 /// end): what tells a later stream request that every earlier response was written, and an
-/// HTTP/2 connection that it is idle.
+/// HTTP/2 connection that it is idle. On HTTP/2 it also reports to the stream's watchdog.
 struct Tracked {
     body: BoxBody<Bytes, stdio::Error>,
     _in_flight: InFlight,
+    shaper: Option<Shaper>,
 }
 
 impl hyper::body::Body for Tracked {
@@ -388,26 +444,52 @@ impl hyper::body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, stdio::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let this = &mut *self;
+        match &mut this.shaper {
+            Some(shaper) => shaper.poll_frame(Pin::new(&mut this.body), cx),
+            None => Pin::new(&mut this.body).poll_frame(cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        let ended = self.body.is_end_stream();
+        self.shaper
+            .as_ref()
+            .map_or(ended, |shaper| shaper.is_end_stream(ended))
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
+        let hint = self.body.size_hint();
+        let Some(in_hand) = self.shaper.as_ref().map(Shaper::in_hand) else {
+            return hint;
+        };
+        let mut shaped = hyper::body::SizeHint::new();
+        shaped.set_lower(hint.lower() + in_hand);
+        if let Some(upper) = hint.upper() {
+            shaped.set_upper(upper + in_hand);
+        }
+        shaped
     }
 }
 
-/// Runs an HTTP/1 connection to its end; at shutdown, lets it finish the responses under way
+/// Runs an HTTP/1 connection to its end: closed once its client has taken nothing of a
+/// response for `stall` (hyper has no such limit, and the client would hold the connection and
+/// the response for as long as it likes); at shutdown, lets it finish the responses under way
 /// and close.
-async fn drive<C>(mut conn: Pin<Box<C>>, shutdown: &CancellationToken)
-where
+async fn drive<C>(
+    mut conn: Pin<Box<C>>,
+    state: &ConnState,
+    stall: Duration,
+    shutdown: &CancellationToken,
+) where
     C: GracefulConnection<Error: std::fmt::Display>,
 {
     let result = tokio::select! {
         result = conn.as_mut() => result,
+        () = state.write_stalled(stall) => {
+            tracing::debug!("closing an HTTP/1 connection whose client read nothing for the stall limit");
+            Ok(())
+        }
         () = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
@@ -420,11 +502,13 @@ where
 }
 
 /// Runs an HTTP/2 connection to its end: closed (GOAWAY) once no request has been in flight
-/// for `idle`, which also bounds a header block that never completes; at shutdown, lets it
-/// finish the responses under way and close.
+/// for `idle`, which also bounds a header block that never completes, and once every response
+/// on it has stalled ([`watch`]); at shutdown, lets it finish the responses under way and
+/// close.
 async fn drive_h2<C>(
     mut conn: Pin<Box<C>>,
     state: &ConnState,
+    watch: &H2Conn,
     idle: Duration,
     shutdown: &CancellationToken,
 ) where
@@ -432,25 +516,29 @@ async fn drive_h2<C>(
 {
     let mut idle_check = tokio::time::interval(Duration::from_secs(1));
     let result = loop {
-        tokio::select! {
+        let closing = tokio::select! {
             result = conn.as_mut() => break result,
             () = shutdown.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 break conn.await;
             }
+            () = watch.stalled() => "closing an HTTP/2 connection whose every response stalled",
             _ = idle_check.tick() => {
-                if state.idle_for(idle) {
-                    tracing::debug!("closing an idle HTTP/2 connection");
-                    conn.as_mut().graceful_shutdown();
-                    // The GOAWAY is sent; a peer that holds the connection open regardless
-                    // (a header block it never finishes) is not waited for long.
-                    break match tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await {
-                        Ok(result) => result,
-                        Err(_) => Ok(()),
-                    };
+                if !state.idle_for(idle) {
+                    continue;
                 }
+                "closing an idle HTTP/2 connection"
             }
-        }
+        };
+        tracing::debug!("{closing}");
+        conn.as_mut().graceful_shutdown();
+        // The GOAWAY is sent (and the stalled streams' resets); a peer that holds the
+        // connection open regardless (a header block it never finishes, a window it never
+        // opens) is not waited for long.
+        break match tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        };
     };
     if let Err(err) = result {
         tracing::debug!(error = %err, "connection ended with an error");

@@ -18,9 +18,8 @@
 //! hundred bytes each in practice, since a put is usually one line). A stream that does not
 //! drain its tail is ended by the stall limit like any other.
 //!
-//! An event stream on HTTP/2 stays in hyper (one connection carries many streams), and hyper
-//! stops polling a stream's body while the client's flow-control window is closed: [`relay`]
-//! runs it in a task of its own that applies the same ends.
+//! An event stream on HTTP/2 stays in hyper (one connection carries many streams): its ends
+//! are applied by the stream's watchdog (`server::watch`).
 
 use std::{
     future::Future,
@@ -33,9 +32,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
+use futures_util::{FutureExt, future::BoxFuture, stream::BoxStream};
 use poem::{Response, http::Version};
-use tokio::{net::TcpStream, sync::mpsc, time::Instant};
+use tokio::{net::TcpStream, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use prometheus_client::metrics::counter::Counter;
@@ -588,55 +587,6 @@ impl SizeLine {
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
-}
-
-/// Runs an HTTP/2 event stream in a task of its own, handing frames to hyper through a
-/// one-frame channel: when the client stops reading, the hand-over blocks, and the task ends
-/// the stream on the same conditions as a detached one (the client leaving is hyper's to see:
-/// it drops the receiving body on a reset). Returns the body for hyper.
-pub(super) fn relay(
-    mut frames: BoxStream<'static, io::Result<Bytes>>,
-    ends: StreamEnds,
-    shutdown: CancellationToken,
-    stall: Duration,
-    stalled: Counter,
-) -> BoxStream<'static, io::Result<Bytes>> {
-    let (tx, rx) = mpsc::channel::<Bytes>(1);
-    tokio::spawn(async move {
-        let mut ends = std::pin::pin!(ends.reached());
-        loop {
-            let frame = tokio::select! {
-                biased;
-                () = tx.closed() => return,
-                frame = frames.next() => frame,
-            };
-            let Some(Ok(frame)) = frame else { return };
-            let permit = match tx.try_reserve() {
-                Ok(permit) => permit,
-                Err(mpsc::error::TrySendError::Closed(())) => return,
-                Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
-                    biased;
-                    permit = tx.reserve() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => return,
-                    },
-                    () = shutdown.cancelled() => return,
-                    () = ends.as_mut() => return,
-                    () = tokio::time::sleep(stall) => {
-                        tracing::info!("an HTTP/2 stream's client read nothing for the stall limit; ending it");
-                        stalled.inc();
-                        return;
-                    }
-                },
-            };
-            permit.send(frame);
-        }
-    });
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        let frame = rx.recv().await?;
-        Some((Ok(frame), rx))
-    })
-    .boxed()
 }
 
 #[cfg(all(test, buildlogs_loom))]

@@ -142,6 +142,18 @@ async fn every_bad_token_is_a_401_with_its_reason() {
     .await;
     assert_401(&app, j, token_with(with(json!({"sub": null}))), "malformed").await;
     assert_401(&app, j, token_with(with(json!({"exp": null}))), "malformed").await;
+    // iat, when present, is a NumericDate like exp and nbf.
+    assert!(good.get("iat").is_none());
+    let (status, _, _) = bearer(&app, j, token_with(with(json!({"iat": now() - 1})))).await;
+    assert_eq!(status, 200, "a plain iat is fine");
+    assert_401(&app, j, token_with(with(json!({"iat": "x"}))), "malformed").await;
+    assert_401(
+        &app,
+        j,
+        token_with(with(json!({"iat": 1e308}))),
+        "malformed",
+    )
+    .await;
     assert_401(&app, j, keys().other_signer.sign(&good), "bad_signature").await;
     assert_401(&app, j, none_token(&good), "bad_alg").await;
     assert_401(&app, j, hs256_with_public_key(&good), "bad_alg").await;
@@ -178,6 +190,28 @@ async fn every_bad_token_is_a_401_with_its_reason() {
             .await
             >= 3.0
     );
+
+    // Two Authorization headers, on the wire: malformed, even when both carry a good token.
+    let malformed = "buildlogs_auth_failures_total{reason=\"malformed\"}";
+    let before = app.metric(malformed).await;
+    for second in [
+        format!("Bearer {}", token("user_a")),
+        "Basic dXNlcjpwYXNz".into(),
+    ] {
+        let resp = app
+            .http
+            .get(app.url(&path))
+            .header("Authorization", format!("Bearer {}", token("user_a")))
+            .header("Authorization", second)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "unauthorized");
+    }
+    assert_eq!(app.metric(malformed).await, before + 2.0);
 }
 
 #[tokio::test]

@@ -295,6 +295,247 @@ async fn cors_vary_and_refusals_served_as_if_cors_were_off() {
 }
 
 #[tokio::test]
+async fn cors_matches_origins_byte_for_byte_and_only_on_the_api() {
+    let listed = "http://localhost:5173";
+    let app = spawn_app_with(Backend::Memory, |c| {
+        c.cors_allowed_origins = vec![listed.into()];
+    })
+    .await;
+    let job = app.job("user_a", "code").await;
+    let cors_headers = |resp: &reqwest::Response| -> Vec<String> {
+        resp.headers()
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .filter(|k| k.starts_with("access-control-"))
+            .collect()
+    };
+    let api = app.url(&format!("/api/jobs/{job}/logs"));
+    let get = |url: String, origin: &str| {
+        app.http
+            .get(url)
+            .header("Origin", origin.to_owned())
+            .bearer_auth(token("user_a"))
+            .send()
+    };
+    let resp = get(api.clone(), listed).await.unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], listed);
+    // Near misses are other origins: a trailing slash, another case, a port, a suffix.
+    // (Blanks around a header value are not part of it: HTTP strips them.)
+    for origin in [
+        "http://localhost:5173/",
+        "HTTP://localhost:5173",
+        "http://localhost:51734",
+        "http://localhost:5173.evil.test",
+    ] {
+        let resp = get(api.clone(), origin).await.unwrap();
+        assert_eq!(resp.status(), 200, "{origin:?}");
+        assert!(
+            cors_headers(&resp).is_empty(),
+            "{origin:?}: {:?}",
+            resp.headers()
+        );
+    }
+    // Outside /api: never, not even for the listed origin, nor for its preflights.
+    for path in [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/docs",
+        "/openapi.json",
+        "/apix",
+    ] {
+        let resp = get(app.url(path), listed).await.unwrap();
+        assert!(
+            cors_headers(&resp).is_empty(),
+            "{path}: {:?}",
+            resp.headers()
+        );
+        let resp = app
+            .http
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .header("Origin", listed)
+            .header("Access-Control-Request-Method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            cors_headers(&resp).is_empty(),
+            "preflight {path}: {:?}",
+            resp.headers()
+        );
+    }
+    // The API's preflight is still answered.
+    let resp = app
+        .http
+        .request(reqwest::Method::OPTIONS, api)
+        .header("Origin", listed)
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], listed);
+}
+
+#[tokio::test]
+async fn every_error_and_every_204_says_no_store() {
+    let mut app = spawn_app_with(Backend::Redis, |c| c.max_streams_per_user = 1).await;
+    let job = app.job("user_a", "code").await;
+    let done = app.job("user_a", "ready").await;
+    let last = app.lines(&done, 1).await.pop().unwrap();
+    let mut open = app.stream(&job, &token("user_a"), None).await;
+    open.start().await;
+    let (http, base) = (app.http.clone(), app.base.clone());
+    let get = |path: String, token: Option<String>, last_event_id: Option<&str>| {
+        let mut req = http.get(format!("{base}{path}"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_owned());
+        }
+        req.send()
+    };
+    let history = format!("/api/jobs/{job}/logs");
+    let stream = format!("/api/jobs/{job}/logs/stream");
+    let cases = [
+        (get(history.clone(), None, None).await, 401),
+        (
+            get("/api/jobs/a:b/logs".into(), Some(token("user_a")), None).await,
+            400,
+        ),
+        (
+            get(format!("{history}?limit=0"), Some(token("user_a")), None).await,
+            400,
+        ),
+        (
+            get(stream.clone(), Some(token("user_a")), Some("x")).await,
+            400,
+        ),
+        (get(history.clone(), Some(token("user_b")), None).await, 404),
+        (get(stream.clone(), Some(token("user_b")), None).await, 404),
+        (
+            get("/api/nothing".into(), Some(token("user_a")), None).await,
+            404,
+        ),
+        (get(stream.clone(), Some(token("user_a")), None).await, 429),
+        (
+            get(
+                format!("/api/jobs/{done}/logs/stream"),
+                Some(token("user_a")),
+                Some(&last),
+            )
+            .await,
+            204,
+        ),
+    ];
+    for (resp, status) in cases {
+        let resp = resp.unwrap();
+        assert_eq!(resp.status(), status, "{:?}", resp.url());
+        assert_eq!(
+            resp.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{status} {}: {:?}",
+            resp.url(),
+            resp.headers()
+        );
+    }
+    drop(open);
+    app.redis.as_mut().unwrap().kill();
+    for path in [history.as_str(), "/readyz"] {
+        let resp = get(path.into(), Some(token("user_a")), None).await.unwrap();
+        assert_eq!(resp.status(), 503, "{path}");
+        assert_eq!(resp.headers()["cache-control"], "no-store", "{path}");
+    }
+}
+
+/// HTTP/1 clients that ask for `/docs` (1.6 MB) five times over and never read (more than
+/// the kernel's buffers take): each connection is closed once hyper's write has been blocked
+/// for the stall limit, and the server's descriptors come back.
+#[tokio::test]
+async fn http1_clients_that_never_read_a_response_are_closed_by_the_stall_limit() {
+    let server = Instance::start(None, &[("STREAM_STALL_SECS", "2")]).await;
+    let fds_before = server.fds();
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut tcp = socket.connect(server.addr).await.unwrap();
+        let five = b"GET /docs HTTP/1.1\r\nHost: x\r\n\r\n".repeat(5);
+        tcp.write_all(&five).await.unwrap();
+        clients.push(tcp);
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    while server.fds() < fds_before + 20 {
+        assert!(Instant::now() < deadline, "every connection accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.fds_back_to(fds_before, deadline).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "not before the stall limit: {:?}",
+        started.elapsed()
+    );
+    // Each got part of the page, then the connection's end.
+    for mut tcp in clients {
+        let (got, _) = until_closed(&mut tcp, Duration::from_secs(5)).await;
+        assert!(got.starts_with(b"HTTP/1.1 200 OK"));
+        assert!(got.len() < 5 * 1_600_000, "{} bytes", got.len());
+    }
+}
+
+/// The kernel send buffer (`ss`'s `tb`) of the server's side of each established connection
+/// to `port`.
+fn server_send_buffers(port: u16) -> Vec<u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-tmnH", "state", "established", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) is installed by scripts/setup");
+    String::from_utf8_lossy(&out.stdout)
+        .split("skmem:(")
+        .skip(1)
+        .filter_map(|sk| {
+            sk.split(')')
+                .next()?
+                .split(',')
+                .find_map(|field| field.strip_prefix("tb")?.parse().ok())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_detached_streams_kernel_send_buffer_is_bounded_unless_switched_off() {
+    for configured in [32_768usize, 0] {
+        let app = spawn_app_with(Backend::Memory, |c| c.stream_send_buffer = configured).await;
+        let job = app.job("user_a", "code").await;
+        let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+        let req = format!(
+            "GET /api/jobs/{job}/logs/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            token("user_a")
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("event: start") {
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before start");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let buffers = server_send_buffers(app.addr.port());
+        assert_eq!(buffers.len(), 1, "{buffers:?}");
+        // Linux keeps twice what it is asked for.
+        if configured > 0 {
+            assert_eq!(buffers[0], 2 * configured as u64, "{buffers:?}");
+        } else {
+            assert_ne!(buffers[0], 2 * 32_768, "{buffers:?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_stream_ends_when_its_job_changes_owner_or_vanishes() {
     let app = spawn_app_with(Backend::Redis, |c| c.heartbeat_secs = 60).await;
     let mut conn = app.redis.as_ref().unwrap().conn().await;

@@ -231,16 +231,7 @@ impl TestApp {
 
     pub async fn metric(&self, name: &str) -> f64 {
         let base = self.metrics_base.as_deref().unwrap_or(&self.base);
-        let text = self
-            .http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric_value(&text, name)
+        fetch_metric(&self.http, base, name).await
     }
 
     /// Waits (event-driven on the metrics endpoint, bounded) until a metric has `value`.
@@ -313,6 +304,19 @@ pub fn page_ids(page: &Value) -> Vec<String> {
         .iter()
         .map(|l| l["id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// A metric of the server at `base`, from its `/metrics`.
+pub async fn fetch_metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metric_value(&text, name)
 }
 
 /// The value of an unlabelled metric (or the sum over its labels) in Prometheus text.
@@ -507,4 +511,221 @@ pub fn dechunk(raw: &[u8]) -> String {
         rest = after[size..].trim_start_matches("\r\n");
     }
     body
+}
+
+/// The test's own writer, straight to `redis` in the runner's format.
+pub fn redis_writer(redis: &RedisServer) -> LogWriter {
+    let metrics = Arc::new(Metrics::new());
+    let store = buildlogs::store::redis::RedisStore::new(&redis.url(), 4, metrics).unwrap();
+    LogWriter::new(Arc::new(store))
+}
+
+/// A `buildlogs serve` process of its own (so its memory and descriptors are its own), on a
+/// free port, with the test key, over `redis` or the embedded store.
+pub struct Instance {
+    pub child: std::process::Child,
+    pub base: String,
+    pub addr: SocketAddr,
+}
+
+impl Instance {
+    pub async fn start(redis: Option<&RedisServer>, env: &[(&str, &str)]) -> Self {
+        use std::process::{Command, Stdio};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_buildlogs"));
+        cmd.arg("serve")
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("CLERK_JWT_KEY", &keys().public_pem)
+            .env("RUST_LOG", "warn")
+            .env_remove("REDIS_URL")
+            .env_remove("CLERK_PUBLISHABLE_KEY")
+            .env_remove("CLERK_JWKS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(redis) = redis {
+            cmd.env("REDIS_URL", redis.url());
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let instance = Self {
+            child: cmd.spawn().unwrap(),
+            base: format!("http://{addr}"),
+            addr,
+        };
+        // Asked with `Connection: close` and read to the end, so that the server has let the
+        // connection go by the time this returns: its descriptors are the tests' to count.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !healthy(addr).await {
+            assert!(std::time::Instant::now() < deadline, "instance came up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        instance
+    }
+
+    pub async fn stream(&self, job: &JobId, last_event_id: Option<&str>) -> SseClient {
+        let mut req = reqwest::Client::new()
+            .get(format!("{}/api/jobs/{job}/logs/stream", self.base))
+            .bearer_auth(token("user_a"));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        SseClient::new(req.send().await.unwrap())
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        fetch_metric(&reqwest::Client::new(), &self.base, name).await
+    }
+
+    pub fn rss_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// The process's open file descriptors.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
+    /// Waits until the process holds at most `fds` descriptors, failing past `deadline`.
+    pub async fn fds_back_to(&self, fds: usize, deadline: std::time::Instant) {
+        while self.fds() > fds {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "descriptors: {fds} before, {} now",
+                self.fds()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+/// Whether `GET /healthz` on `addr` answers 200, on a connection the server closes.
+async fn healthy(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let req = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut answer = Vec::new();
+    tcp.write_all(req).await.is_ok()
+        && tcp.read_to_end(&mut answer).await.is_ok()
+        && answer.starts_with(b"HTTP/1.1 200 ")
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How an HTTP/2 response's body ended, as its client saw it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum H2End {
+    /// END_STREAM, after this many bytes of body.
+    EndStream(usize),
+    /// RST_STREAM with this reason, after this many bytes of body.
+    Reset(h2::Reason, usize),
+    /// The connection went (GOAWAY, close) first.
+    ConnectionGone(String),
+}
+
+/// An HTTP/2 client with prior knowledge whose streams' windows start at `window` bytes and
+/// are never opened further (its connection window is large, so a stream's own window is what
+/// holds the server back). Its connection task answers PINGs and reads every frame.
+pub struct H2Peer {
+    pub send: h2::client::SendRequest<bytes::Bytes>,
+    pub conn: tokio::task::JoinHandle<Result<(), h2::Error>>,
+}
+
+impl H2Peer {
+    pub async fn connect(addr: SocketAddr, window: u32) -> Self {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(window)
+            .initial_connection_window_size(1 << 30)
+            .handshake(tcp)
+            .await
+            .unwrap();
+        Self {
+            send,
+            conn: tokio::spawn(conn),
+        }
+    }
+
+    /// Sends `GET path` (with `token` as a Bearer, if any) and waits for the response's head.
+    pub async fn get(
+        &mut self,
+        path: &str,
+        token: Option<&str>,
+    ) -> poem::http::Response<h2::RecvStream> {
+        let mut req = poem::http::Request::get(format!("http://x{path}"));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let send = self.send.clone().ready().await.unwrap();
+        let mut send = send;
+        let (resp, _) = send.send_request(req.body(()).unwrap(), true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), resp)
+            .await
+            .expect("a response head in time")
+            .unwrap()
+    }
+
+    /// Whether the server closed the connection within `within`, having said so with GOAWAY.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        if tokio::time::timeout(within, &mut self.conn).await.is_err() {
+            return false;
+        }
+        match self.send.clone().ready().await {
+            Err(err) if err.is_go_away() => true,
+            other => panic!("closed without a GOAWAY: {:?}", other.err()),
+        }
+    }
+}
+
+impl Drop for H2Peer {
+    /// The client goes away: its connection closes.
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
+/// Reads `body` (releasing nothing of its window) until it ends, within `within`.
+pub async fn h2_end(body: &mut h2::RecvStream, within: Duration) -> H2End {
+    let mut bytes = 0;
+    let read = async {
+        loop {
+            match body.data().await {
+                Some(Ok(data)) => bytes += data.len(),
+                Some(Err(err)) if err.is_reset() => {
+                    return H2End::Reset(err.reason().unwrap(), bytes);
+                }
+                Some(Err(err)) => return H2End::ConnectionGone(err.to_string()),
+                None => return H2End::EndStream(bytes),
+            }
+        }
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .expect("the stream ended in time")
 }

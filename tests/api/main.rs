@@ -11,6 +11,7 @@ mod hardening;
 #[allow(dead_code)] // shared with the drills binary, which uses other parts
 mod helpers;
 mod history;
+mod http2;
 mod ops;
 mod spec;
 mod store_contract;

@@ -1,109 +1,11 @@
 //! Several instances on one Redis, as real processes: identical sequences, SIGKILL failover with
 //! `Last-Event-ID`, SIGTERM drain within the bound, and churn that leaves nothing behind.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use buildlogs::ids::JobId;
 
 use crate::helpers::*;
-
-/// A `buildlogs serve` process.
-struct Instance {
-    child: Child,
-    base: String,
-}
-
-impl Instance {
-    async fn start(redis: &RedisServer, env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_buildlogs"));
-        cmd.arg("serve")
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("REDIS_URL", redis.url())
-            .env("CLERK_JWT_KEY", &keys().public_pem)
-            .env("RUST_LOG", "warn")
-            .env_remove("CLERK_PUBLISHABLE_KEY")
-            .env_remove("CLERK_JWKS_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let instance = Self {
-            child: cmd.spawn().unwrap(),
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while http
-            .get(format!("{}/healthz", instance.base))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "instance came up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        instance
-    }
-
-    async fn stream(&self, job: &JobId, last_event_id: Option<&str>) -> SseClient {
-        let mut req = reqwest::Client::new()
-            .get(format!("{}/api/jobs/{job}/logs/stream", self.base))
-            .bearer_auth(token("user_a"));
-        if let Some(id) = last_event_id {
-            req = req.header("Last-Event-ID", id);
-        }
-        SseClient::new(req.send().await.unwrap())
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric_value(&text, name)
-    }
-
-    fn rss_kb(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-
-    fn signal(&self, sig: &str) {
-        Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The test's own writer, straight to Redis in the runner's format.
-async fn writer(redis: &RedisServer) -> buildlogs::writer::LogWriter {
-    let metrics = std::sync::Arc::new(buildlogs::telemetry::Metrics::new());
-    let store = buildlogs::store::redis::RedisStore::new(&redis.url(), 4, metrics).unwrap();
-    buildlogs::writer::LogWriter::new(std::sync::Arc::new(store))
-}
 
 async fn log_ids(sse: &mut SseClient, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
@@ -118,9 +20,9 @@ async fn log_ids(sse: &mut SseClient, n: usize) -> Vec<String> {
 #[tokio::test]
 async fn two_instances_failover_and_drain() {
     let redis = RedisServer::start();
-    let a = Instance::start(&redis, &[]).await;
-    let b = Instance::start(&redis, &[]).await;
-    let w = writer(&redis).await;
+    let a = Instance::start(Some(&redis), &[]).await;
+    let b = Instance::start(Some(&redis), &[]).await;
+    let w = redis_writer(&redis);
     let job = unique_job();
     w.create_job(&job, "user_a", "code").await.unwrap();
 
@@ -192,8 +94,8 @@ async fn two_instances_failover_and_drain() {
 #[tokio::test]
 async fn thousand_connect_disconnect_cycles_leave_nothing_behind() {
     let redis = RedisServer::start();
-    let server = Instance::start(&redis, &[]).await;
-    let w = writer(&redis).await;
+    let server = Instance::start(Some(&redis), &[]).await;
+    let w = redis_writer(&redis);
     let jobs: Vec<JobId> = (0..10).map(|_| unique_job()).collect();
     for job in &jobs {
         w.create_job(job, "user_a", "code").await.unwrap();
@@ -256,8 +158,8 @@ async fn server_quiesce(server: &Instance) {
 async fn a_viewer_that_never_reads_does_not_grow_server_memory() {
     use tokio::io::AsyncWriteExt;
     let redis = RedisServer::start();
-    let server = Instance::start(&redis, &[("VIEWER_MAX_LAG", "1000")]).await;
-    let w = writer(&redis).await;
+    let server = Instance::start(Some(&redis), &[("VIEWER_MAX_LAG", "1000")]).await;
+    let w = redis_writer(&redis);
     let job = unique_job();
     w.create_job(&job, "user_a", "code").await.unwrap();
 
