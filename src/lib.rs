@@ -29,6 +29,7 @@
 //! - [`dev`]: `serve --dev`, a throwaway key and a demo job for a local try-out.
 #![allow(rustdoc::private_intra_doc_links)] // the docs are read with --document-private-items
 
+pub mod ansi;
 pub mod api;
 pub mod app;
 pub mod auth;
