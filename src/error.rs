@@ -124,6 +124,10 @@ impl From<crate::store::StoreError> for ApiError {
                 tracing::error!(%detail, "store error");
                 Self::Internal
             }
+            crate::store::StoreError::WrongType => {
+                tracing::error!("a key of another type reached the API");
+                Self::Internal
+            }
         }
     }
 }
