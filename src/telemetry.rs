@@ -93,7 +93,7 @@ impl Metrics {
         });
         registry.register(
             "buildlogs_open_streams",
-            "Open log streams (SSE responses) on this instance",
+            "Open log streams (SSE responses) and downloads in progress on this instance",
             open_streams.clone(),
         );
         registry.register(
@@ -195,6 +195,10 @@ fn route_of(path: &str) -> &'static str {
             "/api/jobs/{job_id}/logs/stream"
         }
         p if p.starts_with("/api/jobs/") && p.ends_with("/logs") => "/api/jobs/{job_id}/logs",
+        p if p.starts_with("/api/jobs/") && p.ends_with("/logs/raw") => "/api/jobs/{job_id}/logs/raw",
+        p if p.starts_with("/api/jobs/") && p.ends_with("/logs/search") => {
+            "/api/jobs/{job_id}/logs/search"
+        }
         _ => "other",
     }
 }

@@ -38,3 +38,32 @@ impl<T: Serialize + Send> IntoResponse for FastJson<T> {
         }
     }
 }
+
+/// JSON written by the engine itself (a history or search page), published with `T`'s schema.
+pub struct RawJson<T>(pub Vec<u8>, pub std::marker::PhantomData<T>);
+
+impl<T> RawJson<T> {
+    pub fn new(body: Vec<u8>) -> Self {
+        Self(body, std::marker::PhantomData)
+    }
+}
+
+impl<T: Type + Send> Payload for RawJson<T> {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Send> IntoResponse for RawJson<T> {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(self.0)
+    }
+}

@@ -144,7 +144,7 @@ impl Span {
 }
 
 /// What a scan's sink is handed, entry by entry, in the scan's order.
-pub type Sink<'s> = &'s mut (dyn FnMut(EntryRef<'_>) + Send);
+pub type Sink<'s> = Box<dyn FnMut(EntryRef<'_>) + Send + 's>;
 
 /// One range read of a [`LogStore::read`]: up to `count` entries of `span`, handed to `sink`.
 pub struct Scan<'s> {

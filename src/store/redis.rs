@@ -20,7 +20,7 @@ use redis::{AsyncConnectionConfig, Value, aio::MultiplexedConnection};
 use tokio::sync::Mutex;
 
 use super::{
-    EntryRef, Fields, Job, LiveReader, LogEntry, LogStore, Scan, Scanned, Sink, StoreError,
+    EntryRef, Fields, Job, LiveReader, LogEntry, LogStore, Scan, Scanned, StoreError,
     StoreResult, StreamInfo, commands, job_from_fields,
 };
 use crate::{
@@ -288,7 +288,7 @@ impl LogStore for RedisStore {
                 }
                 Err(err) => return Err(self.observe_err("XRANGE", err)),
             };
-            scanned.push(self.observe("XRANGE", scan_reply(&reply, scan.sink))?);
+            scanned.push(self.observe("XRANGE", scan_reply(&reply, scan.sink.as_mut()))?);
         }
         Ok((record, scanned))
     }
@@ -691,7 +691,10 @@ fn bytes(value: &Value) -> Option<&[u8]> {
 
 /// Hands the entries of an `XRANGE`/`XREVRANGE` reply to `sink`, borrowing their bytes: flat
 /// field lists (RESP2) and maps (RESP3) alike; an entry with no fields (nil) has empty ones.
-pub(super) fn scan_reply(value: &Value, sink: Sink<'_>) -> StoreResult<Scanned> {
+pub(super) fn scan_reply(
+    value: &Value,
+    sink: &mut (dyn FnMut(EntryRef<'_>) + Send + '_),
+) -> StoreResult<Scanned> {
     let mut scanned = Scanned::default();
     let items = match value {
         Value::Nil => return Ok(scanned),

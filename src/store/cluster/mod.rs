@@ -274,7 +274,7 @@ impl LogStore for ClusterStore {
         let record = record?;
         let mut scanned = Vec::with_capacity(scans.len());
         for (scan, reply) in scans.iter_mut().zip(replies) {
-            scanned.push(self.observe("XRANGE", scan_reply(&reply?, scan.sink))?);
+            scanned.push(self.observe("XRANGE", scan_reply(&reply?, scan.sink.as_mut()))?);
         }
         Ok((record, scanned))
     }
