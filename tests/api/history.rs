@@ -400,7 +400,7 @@ async fn forward_paging_visits_every_line_once_while_lines_are_appended() {
             after = page["newest_id"].as_str().unwrap().to_owned();
         }
         assert_eq!(seen, ids, "{backend:?}: every line once, in order, appended ones too");
-        assert!(pages > 8, "{pages}");
+        assert!(pages >= 8, "{pages}");
     }
 }
 
