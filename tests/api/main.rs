@@ -11,6 +11,7 @@ mod hardening;
 mod helpers;
 mod history;
 mod ops;
+mod read;
 mod spec;
 mod store_contract;
 mod stream;
