@@ -3,11 +3,12 @@
 //!
 //! A store read asks for a number of entries, and other writers than the runner may write
 //! lines of any size, so a fixed count could pull hundreds of megabytes for one page. Reads
-//! are sized from the largest entry seen: by this reader so far, and by any reader lately (a
-//! process-wide hint, good for [`HINT_TTL`] after it was seen), so that once lines are large
-//! every read takes about [`READ_BUDGET`] bytes. A read with nothing to go on (the first of a
-//! request, with no large entry seen lately) takes at most [`FIRST_READ`] entries, what a
-//! default history page needs in one read.
+//! are sized from the largest entry this reader has seen so far, so that once lines are large
+//! every read takes about [`READ_BUDGET`] bytes. A reader's first read, with nothing of its
+//! own to go on, is sized from the largest entry any reader saw lately (a process-wide hint,
+//! good for [`HINT_TTL`]), and takes at most [`FIRST_READ`] entries, what a default history
+//! page needs in one read. (The first page of a log of huge lines, with no hint yet, still
+//! reads up to [`FIRST_READ`] of them.)
 
 use std::{
     ops::Range,
@@ -55,11 +56,11 @@ fn recent_largest() -> usize {
 /// How many entries to read next, at most `want` and `cap`, given the largest entry this
 /// reader has seen (0 for none yet).
 pub fn read_count(want: usize, cap: usize, largest: usize) -> usize {
-    let size = largest.max(recent_largest());
-    let by_size = match size {
-        0 => FIRST_READ,
-        size if largest == 0 => (READ_BUDGET / size).clamp(1, FIRST_READ),
-        size => (READ_BUDGET / size).max(1),
+    let by_size = match (largest, recent_largest()) {
+        (0, 0) => FIRST_READ,
+        (0, recent) => (READ_BUDGET / recent).clamp(1, FIRST_READ),
+        // What this reader saw of this log is the better guide.
+        (largest, _) => (READ_BUDGET / largest).max(1),
     };
     want.min(cap).min(by_size).max(1)
 }

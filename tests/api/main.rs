@@ -10,6 +10,7 @@ mod hardening;
 #[allow(dead_code)] // shared with the drills binary, which uses other parts
 mod helpers;
 mod history;
+mod odd_data;
 mod ops;
 mod read;
 mod spec;
