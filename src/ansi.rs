@@ -105,10 +105,7 @@ mod tests {
             stripped("see \x1b]8;;https://example.com/a?b=c\x1b\\the docs\x1b]8;;\x1b\\ now"),
             "see the docs now"
         );
-        assert_eq!(
-            stripped("\x1b]8;id=1;http://x\x07link\x1b]8;;\x07"),
-            "link"
-        );
+        assert_eq!(stripped("\x1b]8;id=1;http://x\x07link\x1b]8;;\x07"), "link");
     }
 
     #[test]
@@ -134,7 +131,10 @@ mod tests {
         // An escape inside an OSC ends it and starts its own sequence.
         assert_eq!(stripped("\x1b]0;title\x1b[31mred"), "red");
         // Nothing else is touched.
-        assert_eq!(stripped("plain [31m ] \\ text\x07"), "plain [31m ] \\ text\x07");
+        assert_eq!(
+            stripped("plain [31m ] \\ text\x07"),
+            "plain [31m ] \\ text\x07"
+        );
         assert_eq!(stripped(""), "");
     }
 

@@ -131,10 +131,14 @@ impl Body {
                 *to = Some(e.id);
             }),
         }];
-        let (_, scanned) = self.store.read(&self.job, false, &mut scan).await.map_err(|err| {
-            tracing::warn!(job = %self.job, error = %err, "a download's read failed");
-            io::Error::other("the log store failed")
-        })?;
+        let (_, scanned) = self
+            .store
+            .read(&self.job, false, &mut scan)
+            .await
+            .map_err(|err| {
+                tracing::warn!(job = %self.job, error = %err, "a download's read failed");
+                io::Error::other("the log store failed")
+            })?;
         drop(scan);
         paging::observe(&scanned[0]);
         self.largest = self.largest.max(scanned[0].largest);
@@ -142,6 +146,10 @@ impl Body {
             Some(id) if scanned[0].entries == count && id < self.last => Some(id),
             _ => None,
         };
-        Ok(if text.is_empty() { None } else { Some(Bytes::from(text)) })
+        Ok(if text.is_empty() {
+            None
+        } else {
+            Some(Bytes::from(text))
+        })
     }
 }

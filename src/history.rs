@@ -48,7 +48,13 @@ pub async fn page(
         Cursor::Newest => (Side::new(Span::Before(None), READ_CAP), None),
         Cursor::Before(b) => (Side::new(Span::Before(Some(b)), READ_CAP), None),
         Cursor::After(a) | Cursor::Around(a) => (
-            Side::new(Span::After { after: a, until: None }, READ_CAP),
+            Side::new(
+                Span::After {
+                    after: a,
+                    until: None,
+                },
+                READ_CAP,
+            ),
             matches!(cursor, Cursor::Around(_))
                 .then(|| Side::new(Span::Before(Some(a.next())), READ_CAP)),
         ),

@@ -151,7 +151,11 @@ impl Side {
     /// The next read towards `want` lines, one more than wanted so that a full read says
     /// whether more remain.
     pub fn scan(&mut self, want: usize) -> Scan<'_> {
-        let count = read_count(want.saturating_sub(self.lines.len()) + 1, self.cap, self.largest);
+        let count = read_count(
+            want.saturating_sub(self.lines.len()) + 1,
+            self.cap,
+            self.largest,
+        );
         let lines = &mut self.lines;
         Scan {
             span: self.span,
@@ -184,11 +188,18 @@ impl Side {
     }
 
     /// Reads until `want` lines (and one more) are held, the budget is passed, or the span ends.
-    pub async fn fill(&mut self, store: &dyn LogStore, job: &JobId, want: usize) -> StoreResult<()> {
+    pub async fn fill(
+        &mut self,
+        store: &dyn LogStore,
+        job: &JobId,
+        want: usize,
+    ) -> StoreResult<()> {
         while self.needs(want) {
             let mut scan = self.scan(want);
             let count = scan.count;
-            let (_, scanned) = store.read(job, false, std::slice::from_mut(&mut scan)).await?;
+            let (_, scanned) = store
+                .read(job, false, std::slice::from_mut(&mut scan))
+                .await?;
             drop(scan);
             self.read(count, scanned[0]);
         }

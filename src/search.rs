@@ -201,7 +201,9 @@ pub async fn page(
         has_more = more;
     }
     // `scanned_to` names a line this page examined: none when it examined nothing.
-    let scanned_to = (scanner.examined > 0).then_some(scanner.scanned_to).flatten();
+    let scanned_to = (scanner.examined > 0)
+        .then_some(scanner.scanned_to)
+        .flatten();
     let mut out = Vec::with_capacity(scanner.json.len() + PAGE_OVERHEAD);
     out.extend_from_slice(b"{\"matches\":[");
     out.extend_from_slice(&scanner.json);
@@ -225,24 +227,40 @@ mod tests {
 
     #[test]
     fn literal_and_pattern_matching_through_colour_codes() {
-        assert!(finds("panicked", false, false, "pa\x1b[1mni\x1b[22mcked at x"));
+        assert!(finds(
+            "panicked",
+            false,
+            false,
+            "pa\x1b[1mni\x1b[22mcked at x"
+        ));
         assert!(finds("PANICKED", false, false, "thread 'main' panicked"));
         assert!(!finds("PANICKED", false, true, "thread 'main' panicked"));
         // A literal's metacharacters are literal.
         assert!(finds("a.b(c)", false, true, "x a.b(c) y"));
         assert!(!finds("a.b(c)", false, true, "x aXbc y"));
-        assert!(finds(r"error\[E\d{4}\]", true, true, "\x1b[31merror[E0308]\x1b[0m: mismatched"));
+        assert!(finds(
+            r"error\[E\d{4}\]",
+            true,
+            true,
+            "\x1b[31merror[E0308]\x1b[0m: mismatched"
+        ));
         assert!(finds("ÉTÉ", false, false, "un été chaud"));
     }
 
     #[test]
     fn bad_queries_are_refused_with_what_is_wrong() {
-        assert_eq!(Query::new("", false, false).unwrap_err(), QueryError::Length);
+        assert_eq!(
+            Query::new("", false, false).unwrap_err(),
+            QueryError::Length
+        );
         assert_eq!(
             Query::new(&"x".repeat(257), false, false).unwrap_err(),
             QueryError::Length
         );
-        assert!(Query::new(&"é".repeat(256), false, false).is_ok(), "characters, not bytes");
+        assert!(
+            Query::new(&"é".repeat(256), false, false).is_ok(),
+            "characters, not bytes"
+        );
         let QueryError::Pattern(why) = Query::new("a(b", true, false).unwrap_err() else {
             panic!("an unclosed group is a bad pattern");
         };

@@ -195,7 +195,9 @@ fn route_of(path: &str) -> &'static str {
             "/api/jobs/{job_id}/logs/stream"
         }
         p if p.starts_with("/api/jobs/") && p.ends_with("/logs") => "/api/jobs/{job_id}/logs",
-        p if p.starts_with("/api/jobs/") && p.ends_with("/logs/raw") => "/api/jobs/{job_id}/logs/raw",
+        p if p.starts_with("/api/jobs/") && p.ends_with("/logs/raw") => {
+            "/api/jobs/{job_id}/logs/raw"
+        }
         p if p.starts_with("/api/jobs/") && p.ends_with("/logs/search") => {
             "/api/jobs/{job_id}/logs/search"
         }

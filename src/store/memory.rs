@@ -270,14 +270,23 @@ impl LogStore for MemoryStore {
                 };
                 match scan.span {
                     Span::Before(before) => {
-                        let end = before.map_or(entries.len(), |b| entries.partition_point(|e| e.id < b));
-                        entries.range(..end).rev().take(scan.count).for_each(&mut hand);
+                        let end =
+                            before.map_or(entries.len(), |b| entries.partition_point(|e| e.id < b));
+                        entries
+                            .range(..end)
+                            .rev()
+                            .take(scan.count)
+                            .for_each(&mut hand);
                     }
                     Span::After { after, until } => {
                         let start = entries.partition_point(|e| e.id <= after);
-                        let end = until.map_or(entries.len(), |u| entries.partition_point(|e| e.id <= u));
+                        let end =
+                            until.map_or(entries.len(), |u| entries.partition_point(|e| e.id <= u));
                         if start < end {
-                            entries.range(start..end).take(scan.count).for_each(&mut hand);
+                            entries
+                                .range(start..end)
+                                .take(scan.count)
+                                .for_each(&mut hand);
                         }
                     }
                 }

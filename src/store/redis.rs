@@ -20,8 +20,8 @@ use redis::{AsyncConnectionConfig, Value, aio::MultiplexedConnection};
 use tokio::sync::Mutex;
 
 use super::{
-    EntryRef, Fields, Job, LiveReader, LogEntry, LogStore, Scan, Scanned, StoreError,
-    StoreResult, StreamInfo, commands, job_from_fields,
+    EntryRef, Fields, Job, LiveReader, LogEntry, LogStore, Scan, Scanned, StoreError, StoreResult,
+    StreamInfo, commands, job_from_fields,
 };
 use crate::{
     ids::{JobId, StreamId},
@@ -41,7 +41,12 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// A range's entries; a logs key of another type reads as no stream.
-    async fn range(&self, what: &'static str, job: &JobId, cmd: &redis::Cmd) -> StoreResult<Vec<LogEntry>> {
+    async fn range(
+        &self,
+        what: &'static str,
+        job: &JobId,
+        cmd: &redis::Cmd,
+    ) -> StoreResult<Vec<LogEntry>> {
         match self.run::<Value>(what, Request::Cmd(cmd)).await {
             Ok(value) => parse_entries(value),
             Err(StoreError::WrongType) => {

@@ -118,8 +118,15 @@ async fn job_without_a_stream_has_an_empty_page() {
     );
     for cursor in ["before_id=5-0", "after_id=5-0", "around_id=5-0"] {
         let (status, body) = get(&app, &format!("/api/jobs/{job}/logs?{cursor}"), "user_a").await;
-        assert_eq!((status, &body["lines"]), (200, &serde_json::json!([])), "{cursor}");
-        assert_eq!((&body["has_more"], &body["has_newer"]), (&false.into(), &false.into()));
+        assert_eq!(
+            (status, &body["lines"]),
+            (200, &serde_json::json!([])),
+            "{cursor}"
+        );
+        assert_eq!(
+            (&body["has_more"], &body["has_newer"]),
+            (&false.into(), &false.into())
+        );
     }
 }
 
@@ -361,7 +368,10 @@ async fn backward_pages_say_whether_newer_lines_exist() {
     )
     .await;
     assert_eq!(texts(&empty), Vec::<String>::new());
-    assert_eq!((&empty["has_more"], &empty["has_newer"]), (&false.into(), &true.into()));
+    assert_eq!(
+        (&empty["has_more"], &empty["has_newer"]),
+        (&false.into(), &true.into())
+    );
 }
 
 #[tokio::test]
@@ -399,7 +409,10 @@ async fn forward_paging_visits_every_line_once_while_lines_are_appended() {
             }
             after = page["newest_id"].as_str().unwrap().to_owned();
         }
-        assert_eq!(seen, ids, "{backend:?}: every line once, in order, appended ones too");
+        assert_eq!(
+            seen, ids,
+            "{backend:?}: every line once, in order, appended ones too"
+        );
         assert!(pages >= 8, "{pages}");
     }
 }
@@ -433,19 +446,37 @@ async fn around_id_centres_the_page_on_the_line_or_where_it_would_stand() {
 
     // A retained line: itself, four before, five after.
     let page = around("250-0", 10).await;
-    assert_eq!(texts(&page), t(&[210, 220, 230, 240, 250, 260, 270, 280, 290, 300]));
-    assert_eq!((&page["has_more"], &page["has_newer"]), (&true.into(), &true.into()));
-    assert_eq!((&page["oldest_id"], &page["newest_id"]), (&"210-0".into(), &"300-0".into()));
+    assert_eq!(
+        texts(&page),
+        t(&[210, 220, 230, 240, 250, 260, 270, 280, 290, 300])
+    );
+    assert_eq!(
+        (&page["has_more"], &page["has_newer"]),
+        (&true.into(), &true.into())
+    );
+    assert_eq!(
+        (&page["oldest_id"], &page["newest_id"]),
+        (&"210-0".into(), &"300-0".into())
+    );
     // Never written, between two lines: centred where it would stand.
     let page = around("255-0", 10).await;
-    assert_eq!(texts(&page), t(&[210, 220, 230, 240, 250, 260, 270, 280, 290, 300]));
+    assert_eq!(
+        texts(&page),
+        t(&[210, 220, 230, 240, 250, 260, 270, 280, 290, 300])
+    );
     // At both ends a short side leaves its share to the other.
     let page = around("10-0", 5).await;
     assert_eq!(texts(&page), t(&[10, 20, 30, 40, 50]));
-    assert_eq!((&page["has_more"], &page["has_newer"]), (&false.into(), &true.into()));
+    assert_eq!(
+        (&page["has_more"], &page["has_newer"]),
+        (&false.into(), &true.into())
+    );
     let page = around("500-0", 5).await;
     assert_eq!(texts(&page), t(&[460, 470, 480, 490, 500]));
-    assert_eq!((&page["has_more"], &page["has_newer"]), (&true.into(), &false.into()));
+    assert_eq!(
+        (&page["has_more"], &page["has_newer"]),
+        (&true.into(), &false.into())
+    );
     // Never written, past either end.
     assert_eq!(texts(&around("5-0", 3).await), t(&[10, 20, 30]));
     assert_eq!(texts(&around("999-0", 3).await), t(&[480, 490, 500]));
@@ -464,7 +495,10 @@ async fn around_id_centres_the_page_on_the_line_or_where_it_would_stand() {
         .unwrap();
     let page = around("50-0", 4).await;
     assert_eq!(texts(&page), t(&[110, 120, 130, 140]));
-    assert_eq!((&page["has_more"], &page["has_newer"]), (&false.into(), &true.into()));
+    assert_eq!(
+        (&page["has_more"], &page["has_newer"]),
+        (&false.into(), &true.into())
+    );
 
     // Paging out from a permalink both ways visits every retained line once.
     let start = around("300-0", 7).await;
@@ -472,7 +506,12 @@ async fn around_id_centres_the_page_on_the_line_or_where_it_would_stand() {
     let mut before = start["oldest_id"].as_str().unwrap().to_owned();
     let mut more = start["has_more"] == true;
     while more {
-        let (_, page) = get(&app, &format!("/api/jobs/{job}/logs?before_id={before}&limit=6"), "user_a").await;
+        let (_, page) = get(
+            &app,
+            &format!("/api/jobs/{job}/logs?before_id={before}&limit=6"),
+            "user_a",
+        )
+        .await;
         seen.splice(0..0, page_ids(&page));
         before = page["oldest_id"].as_str().unwrap_or_default().to_owned();
         more = page["has_more"] == true;
@@ -480,7 +519,12 @@ async fn around_id_centres_the_page_on_the_line_or_where_it_would_stand() {
     let mut after = start["newest_id"].as_str().unwrap().to_owned();
     let mut newer = start["has_newer"] == true;
     while newer {
-        let (_, page) = get(&app, &format!("/api/jobs/{job}/logs?after_id={after}&limit=6"), "user_a").await;
+        let (_, page) = get(
+            &app,
+            &format!("/api/jobs/{job}/logs?after_id={after}&limit=6"),
+            "user_a",
+        )
+        .await;
         seen.extend(page_ids(&page));
         after = page["newest_id"].as_str().unwrap_or_default().to_owned();
         newer = page["has_newer"] == true;
@@ -500,7 +544,13 @@ async fn at_most_one_cursor() {
         "before_id=1-0&around_id=2-0",
         "before_id=1-0&after_id=1-0&around_id=1-0",
     ] {
-        assert_problem(&app, &format!("/api/jobs/{job}/logs?{query}"), 400, "invalid_cursor").await;
+        assert_problem(
+            &app,
+            &format!("/api/jobs/{job}/logs?{query}"),
+            400,
+            "invalid_cursor",
+        )
+        .await;
     }
     for bad in ["", "1", "a-b", "+1-1", "(1-0"] {
         for cursor in ["after_id", "around_id"] {
@@ -520,5 +570,11 @@ async fn at_most_one_cursor() {
         .send()
         .await;
     assert_eq!(resp.0.status(), 401);
-    assert_problem(&app, "/api/jobs/nobody/logs?before_id=1-0&after_id=2-0", 400, "invalid_cursor").await;
+    assert_problem(
+        &app,
+        "/api/jobs/nobody/logs?before_id=1-0&after_id=2-0",
+        400,
+        "invalid_cursor",
+    )
+    .await;
 }

@@ -57,7 +57,10 @@ async fn a_logs_key_of_another_type_is_no_stream_everywhere() {
     let start = sse.start().await;
     assert_eq!(start.id.as_deref(), Some("0-0"));
     let line = app.lines(&other, 1).await;
-    assert_eq!(other_sse.next_non_heartbeat().await.unwrap().id.unwrap(), line[0]);
+    assert_eq!(
+        other_sse.next_non_heartbeat().await.unwrap().id.unwrap(),
+        line[0]
+    );
     let _: () = redis::cmd("DEL")
         .arg(running.logs_key())
         .query_async(&mut conn)
@@ -74,7 +77,10 @@ async fn a_logs_key_of_another_type_is_no_stream_everywhere() {
     assert_eq!(resumed.status, 204);
 
     // None of it was a Redis failure.
-    assert_eq!(app.metric("buildlogs_redis_errors_total").await, errors_before);
+    assert_eq!(
+        app.metric("buildlogs_redis_errors_total").await,
+        errors_before
+    );
 }
 
 #[tokio::test]
@@ -113,7 +119,10 @@ async fn a_user_id_that_is_not_utf8_owns_nothing_and_such_a_status_is_not_termin
     sse.start().await;
     let line = app.lines(&odd, 1).await;
     let next = sse.next_non_heartbeat().await.unwrap();
-    assert_eq!((next.event.as_str(), next.id.unwrap()), ("log", line[0].clone()));
+    assert_eq!(
+        (next.event.as_str(), next.id.unwrap()),
+        ("log", line[0].clone())
+    );
 }
 
 /// Bytes Redis has sent its clients so far.
@@ -156,7 +165,10 @@ async fn pages_of_huge_lines_are_read_in_small_steps() {
         let resp = get(&app, &format!("{url}{query}")).await;
         let page: Value = resp.json().await.unwrap();
         let lines = page["lines"].as_array().unwrap().len();
-        assert!((1..=4).contains(&lines), "{query}: a page under 1 MiB: {lines} lines");
+        assert!(
+            (1..=4).contains(&lines),
+            "{query}: a page under 1 MiB: {lines} lines"
+        );
         let read = redis_sent(&mut conn).await - sent;
         // Today's fixed 101-entry reads would take all 60 lines (15 MiB).
         assert!(

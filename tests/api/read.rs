@@ -37,7 +37,12 @@ async fn write_ansi_lines(app: &TestApp, job: &JobId) -> Vec<String> {
             .writer
             .append_fields(
                 job,
-                &[("ts", TS), ("source", "stdout"), ("text", text), ("phase", "test")],
+                &[
+                    ("ts", TS),
+                    ("source", "stdout"),
+                    ("text", text),
+                    ("phase", "test"),
+                ],
             )
             .await
             .unwrap();
@@ -63,7 +68,13 @@ async fn a_download_is_the_exact_text_with_ansi_kept_or_stripped_and_optional_ti
     let joined = |lines: &[&str], ts: bool| -> String {
         lines
             .iter()
-            .map(|l| if ts { format!("{TS} {l}\n") } else { format!("{l}\n") })
+            .map(|l| {
+                if ts {
+                    format!("{TS} {l}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
             .collect()
     };
     for (query, expected) in [
@@ -98,7 +109,12 @@ async fn a_download_is_a_snapshot_and_says_when_its_start_was_trimmed() {
     let mut last = String::new();
     for i in 0..300 {
         last = writer
-            .append(&job, buildlogs::writer::Source::Stdout, "build", &format!("l{i}"))
+            .append(
+                &job,
+                buildlogs::writer::Source::Stdout,
+                "build",
+                &format!("l{i}"),
+            )
             .await
             .unwrap()
             .to_string();
@@ -123,7 +139,14 @@ async fn a_download_of_no_stream_is_empty_and_bad_parameters_are_400() {
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("buildlogs-last-id").is_none());
     assert_eq!(resp.text().await.unwrap(), "");
-    for bad in ["ansi=none", "ansi=", "ansi=STRIP", "timestamps=yes", "timestamps=1", "timestamps="] {
+    for bad in [
+        "ansi=none",
+        "ansi=",
+        "ansi=STRIP",
+        "timestamps=yes",
+        "timestamps=1",
+        "timestamps=",
+    ] {
         let resp = download(&app, &job, &format!("?{bad}"), "user_a").await;
         assert_eq!(resp.status(), 400, "{bad}");
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
@@ -163,7 +186,9 @@ async fn fill(app: &TestApp, job: &JobId, n: usize, every: Option<usize>) {
         let mut pipe = redis::pipe();
         for i in start..(start + 5000).min(n) {
             let text = match every {
-                Some(every) if i % every == 0 => format!("line {i} has a ne\x1b[1medl\x1b[0me here"),
+                Some(every) if i % every == 0 => {
+                    format!("line {i} has a ne\x1b[1medl\x1b[0me here")
+                }
                 _ => format!("line {i} of the build output, about as long as a usual one"),
             };
             pipe.cmd("XADD")
@@ -255,7 +280,12 @@ impl ServerProcess {
         };
         let http = reqwest::Client::new();
         for _ in 0..400 {
-            if http.get(format!("{}/healthz", server.base)).send().await.is_ok() {
+            if http
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await
+                .is_ok()
+            {
                 return server;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -298,7 +328,10 @@ async fn a_300000_line_download_to_a_slow_reader_keeps_the_servers_memory_flat()
     let baseline = server.rss_kib();
 
     let mut resp = http
-        .get(format!("{}/api/jobs/{job}/logs/raw?timestamps=true", server.base))
+        .get(format!(
+            "{}/api/jobs/{job}/logs/raw?timestamps=true",
+            server.base
+        ))
         .bearer_auth(token("user_a"))
         .send()
         .await
@@ -319,10 +352,16 @@ async fn a_300000_line_download_to_a_slow_reader_keeps_the_servers_memory_flat()
     }
     assert_eq!(lines, 300_000);
     assert!(bytes > 25_000_000, "{bytes}");
-    assert!(String::from_utf8_lossy(&tail).ends_with("line 299999 of the build output, about as long as a usual one\n"));
+    assert!(
+        String::from_utf8_lossy(&tail)
+            .ends_with("line 299999 of the build output, about as long as a usual one\n")
+    );
     assert!(samples > 100, "sampled throughout: {samples}");
     let rise_mib = (peak - baseline) as f64 / 1024.0;
-    assert!(rise_mib < 32.0, "the server's RSS rose by {rise_mib:.1} MiB");
+    assert!(
+        rise_mib < 32.0,
+        "the server's RSS rose by {rise_mib:.1} MiB"
+    );
 }
 
 async fn search(app: &TestApp, job: &JobId, query: &str) -> (u16, Value) {
@@ -356,24 +395,51 @@ async fn search_sees_through_colour_codes_and_takes_patterns() {
     let ids = write_ansi_lines(&app, &job).await;
     let (status, page) = search(&app, &job, "q=failed").await;
     assert_eq!(status, 200);
-    assert_eq!(match_texts(&page), [ANSI_LINES[3]], "matches keep their text as written");
+    assert_eq!(
+        match_texts(&page),
+        [ANSI_LINES[3]],
+        "matches keep their text as written"
+    );
     assert_eq!(page["matches"][0]["id"], ids[3].as_str());
     assert_eq!(page["scanned_to"], ids[4].as_str());
     assert_eq!(page["has_more"], false);
     // A colour code inside the word, a hyperlink's text, a case-sensitive miss.
-    assert_eq!(match_texts(&search(&app, &job, "q=Compiling%20buildlogs").await.1).len(), 1);
-    assert_eq!(match_texts(&search(&app, &job, "q=the%20docs%20for").await.1).len(), 1);
-    assert_eq!(match_texts(&search(&app, &job, "q=https").await.1).len(), 0, "a link's target is not text");
-    assert_eq!(match_texts(&search(&app, &job, "q=failed&case_sensitive=true").await.1).len(), 0);
-    assert_eq!(match_texts(&search(&app, &job, "q=%C3%9C").await.1).len(), 1, "Unicode case folding");
+    assert_eq!(
+        match_texts(&search(&app, &job, "q=Compiling%20buildlogs").await.1).len(),
+        1
+    );
+    assert_eq!(
+        match_texts(&search(&app, &job, "q=the%20docs%20for").await.1).len(),
+        1
+    );
+    assert_eq!(
+        match_texts(&search(&app, &job, "q=https").await.1).len(),
+        0,
+        "a link's target is not text"
+    );
+    assert_eq!(
+        match_texts(&search(&app, &job, "q=failed&case_sensitive=true").await.1).len(),
+        0
+    );
+    assert_eq!(
+        match_texts(&search(&app, &job, "q=%C3%9C").await.1).len(),
+        1,
+        "Unicode case folding"
+    );
     let (_, page) = search(&app, &job, "q=%5E(running%7Csee)%20&regex=true").await;
     assert_eq!(match_texts(&page), [ANSI_LINES[1], ANSI_LINES[2]]);
     // Paging from a position.
     let (_, page) = search(&app, &job, &format!("q=e&after_id={}&limit=1", ids[0])).await;
     assert_eq!(page["matches"][0]["id"], ids[1].as_str());
-    assert_eq!((&page["scanned_to"], &page["has_more"]), (&ids[1].as_str().into(), &true.into()));
+    assert_eq!(
+        (&page["scanned_to"], &page["has_more"]),
+        (&ids[1].as_str().into(), &true.into())
+    );
     let (_, page) = search(&app, &job, &format!("q=e&after_id={}", ids[4])).await;
-    assert_eq!(page, serde_json::json!({"matches": [], "scanned_to": null, "has_more": false}));
+    assert_eq!(
+        page,
+        serde_json::json!({"matches": [], "scanned_to": null, "has_more": false})
+    );
 }
 
 #[tokio::test]
@@ -396,12 +462,19 @@ async fn bad_searches_are_400_invalid_query() {
         ("q=a&limit=501", "invalid_limit"),
     ] {
         let (status, body) = search(&app, &job, query).await;
-        assert_eq!((status, body["code"].as_str().unwrap()), (400, code), "{query}: {body}");
+        assert_eq!(
+            (status, body["code"].as_str().unwrap()),
+            (400, code),
+            "{query}: {body}"
+        );
         let detail = body["detail"].as_str().unwrap();
         assert!(!detail.contains("regex::"), "{detail}");
     }
     let (status, body) = search(&app, &JobId::parse("nobody").unwrap(), "q=a").await;
-    assert_eq!((status, body["code"].as_str().unwrap()), (404, "job_not_found"));
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (404, "job_not_found")
+    );
     let empty = app.job("user_a", "queued").await;
     assert_eq!(
         search(&app, &empty, "q=a").await.1,
@@ -431,7 +504,10 @@ async fn search_across_250000_lines_in_pages_reports_every_match_once() {
         assert_eq!(status, 200);
         pages += 1;
         for m in page["matches"].as_array().unwrap() {
-            assert!(ids.insert(m["id"].as_str().unwrap().to_owned()), "reported twice: {m}");
+            assert!(
+                ids.insert(m["id"].as_str().unwrap().to_owned()),
+                "reported twice: {m}"
+            );
         }
         found.extend(match_texts(&page));
         if page["has_more"] == false {

@@ -232,7 +232,10 @@ impl LogStore for ClusterStore {
         count: usize,
     ) -> StoreResult<Vec<LogEntry>> {
         match commands::range_before(job, before, count) {
-            Some(cmd) => self.range("XREVRANGE", job, &cmd).await.and_then(parse_entries),
+            Some(cmd) => self
+                .range("XREVRANGE", job, &cmd)
+                .await
+                .and_then(parse_entries),
             None => Ok(Vec::new()),
         }
     }
@@ -244,7 +247,10 @@ impl LogStore for ClusterStore {
         count: usize,
     ) -> StoreResult<Vec<LogEntry>> {
         match commands::range_after(job, after, count) {
-            Some(cmd) => self.range("XRANGE", job, &cmd).await.and_then(parse_entries),
+            Some(cmd) => self
+                .range("XRANGE", job, &cmd)
+                .await
+                .and_then(parse_entries),
             None => Ok(Vec::new()),
         }
     }
