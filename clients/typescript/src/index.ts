@@ -23,7 +23,9 @@ export {
   type HistoryPagerOptions,
   historyPages,
 } from "./history.js";
+export { type DownloadOptions, downloadLog, type LogDownload } from "./download.js";
 export type { ConnectionOptions } from "./http.js";
+export { fetchSearchPage, type SearchOptions, searchLog } from "./search.js";
 export {
   type BackoffOptions,
   type JobLogEventsOptions,
@@ -51,5 +53,6 @@ export type {
   ResetData,
   ResetReason,
   RetryData,
+  SearchPage,
   StartData,
 } from "./types.js";
