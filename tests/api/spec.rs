@@ -75,8 +75,7 @@ fn spec_declares_every_error_and_the_stream_events() {
         .collect();
     assert!(params.contains(&"Last-Event-ID"));
     assert_eq!(
-        raw["responses"]["200"]["content"]["text/plain; charset=utf-8"]["schema"]["type"],
-        "string",
+        raw["responses"]["200"]["content"]["text/plain; charset=utf-8"]["schema"]["type"], "string",
         "the download is text"
     );
     assert_eq!(
