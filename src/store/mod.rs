@@ -9,6 +9,7 @@ pub mod cluster;
 mod commands;
 pub mod memory;
 pub mod redis;
+pub mod resp;
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,7 +1,9 @@
 //! The Redis backend: the runner's keys, read exactly as written.
 //!
-//! Short commands (job lookups, history ranges, `XINFO`) go through the deadpool pool, whose
-//! connections time out any reply. Blocking `XREAD`s never do: each [`RedisLiveReader`] owns a
+//! Short commands (job lookups, `XINFO`) go through the deadpool pool, whose connections time
+//! out any reply. The reads that carry the most bytes (history, download, search: a record and
+//! ranges in one pipeline) go through [`resp`](super::resp)'s lean path, connections of its
+//! own whose replies are read in place. Blocking `XREAD`s never do: each [`RedisLiveReader`] owns a
 //! dedicated connection with no reply timeout of its own, so a dozen open streams cannot starve
 //! the pool that serves history. Pub/Sub hints come on another dedicated connection.
 
@@ -21,7 +23,7 @@ use tokio::sync::Mutex;
 
 use super::{
     EntryRef, Fields, Job, LiveReader, LogEntry, LogStore, Scan, Scanned, StoreError, StoreResult,
-    StreamInfo, commands, job_from_fields,
+    StreamInfo, commands, job_from_fields, resp,
 };
 use crate::{
     ids::{JobId, StreamId},
@@ -36,6 +38,8 @@ const BLOCK_MARGIN: Duration = Duration::from_secs(3);
 pub struct RedisStore {
     client: redis::Client,
     pool: Pool,
+    /// The lean read path (history, download, search).
+    raw: resp::RawPool,
     metrics: Arc<Metrics>,
 }
 
@@ -74,6 +78,7 @@ impl RedisStore {
         Ok(Self {
             client,
             pool,
+            raw: resp::RawPool::new(url, pool_size, COMMAND_TIMEOUT)?,
             metrics,
         })
     }
@@ -250,51 +255,53 @@ impl LogStore for RedisStore {
     }
 
     /// One pipeline: the record's `HMGET` (when asked) and every scan's range, each answered on
-    /// its own, so a key of another type fails only its own command.
+    /// its own, so a key of another type fails only its own command. Read on the lean path
+    /// ([`resp`](super::resp)).
     async fn read(
         &self,
         job: &JobId,
         with_job: bool,
         scans: &mut [Scan<'_>],
     ) -> StoreResult<(Option<Job>, Vec<Scanned>)> {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
+        let mut request = Vec::new();
+        let mut commands = 0;
         if with_job {
-            pipe.add_command(commands::job_record(job));
+            commands::job_record(job).write_packed_command(&mut request);
+            commands += 1;
         }
-        let mut sent = Vec::with_capacity(scans.len());
+        // Which reply each scan reads, if its span is not empty.
+        let mut replies = Vec::with_capacity(scans.len());
         for scan in scans.iter() {
-            let cmd = commands::range(job, scan.span, scan.count);
-            sent.push(cmd.is_some());
-            if let Some(cmd) = cmd {
-                pipe.add_command(cmd);
+            replies.push(commands::range(job, scan.span, scan.count).map(|cmd| {
+                cmd.write_packed_command(&mut request);
+                commands += 1;
+                commands - 1
+            }));
+        }
+        let mut scanned = vec![Scanned::default(); scans.len()];
+        if commands == 0 {
+            return Ok((None, scanned));
+        }
+        let mut record = None;
+        let mut each = |i: usize, reply: &[u8]| -> StoreResult<()> {
+            if with_job && i == 0 {
+                record = resp::job_record(reply)?;
+                return Ok(());
             }
-        }
-        if !with_job && !sent.contains(&true) {
-            return Ok((None, vec![Scanned::default(); scans.len()]));
-        }
-        let replies: Vec<redis::RedisResult<Value>> = self.pipe("XRANGE", &pipe).await?;
-        let mut replies = replies.into_iter();
-        let record = match with_job.then(|| replies.next()).flatten() {
-            Some(reply) => self.observe("HMGET", record_reply(reply))?,
-            None => None,
-        };
-        let mut scanned = Vec::with_capacity(scans.len());
-        for (scan, sent) in scans.iter_mut().zip(sent) {
-            let Some(reply) = sent.then(|| replies.next()).flatten() else {
-                scanned.push(Scanned::default());
-                continue;
+            let Some(at) = replies.iter().position(|r| *r == Some(i)) else {
+                return Ok(());
             };
-            let reply = match reply.map_err(map_err) {
-                Ok(value) => value,
+            scanned[at] = match resp::scan_range(reply, scans[at].sink.as_mut()) {
                 Err(StoreError::WrongType) => {
                     not_a_stream(job);
-                    Value::Nil
+                    Scanned::default()
                 }
-                Err(err) => return Err(self.observe_err("XRANGE", err)),
+                other => other?,
             };
-            scanned.push(self.observe("XRANGE", scan_reply(&reply, scan.sink.as_mut()))?);
-        }
+            Ok(())
+        };
+        let result = self.raw.run(&request, commands, &mut each).await;
+        self.observe("XRANGE", result)?;
         Ok((record, scanned))
     }
 

@@ -14,16 +14,40 @@ use crate::{ansi, ids::StreamId, store::EntryRef};
 
 /// The bytes as UTF-8, with U+FFFD for bytes that are not.
 pub fn utf8(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    // The strict check is the fast one; the lossy walk only for text that fails it.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// Whether any of the 8 bytes in `word` must be escaped in JSON: a control character, `"`
+/// or `\` (the classic "has a byte less than n" and "has a zero byte" word tricks).
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    (control | zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\')))) != 0
 }
 
 /// Appends `s` as a JSON string (quotes included), escaped as serde_json escapes it.
 pub fn json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
     out.push(b'"');
     let bytes = s.as_bytes();
+    // Most text needs no escape: skip it 8 bytes at a time.
+    let mut clean = 0;
+    while clean + 8 <= bytes.len() {
+        let word = u64::from_le_bytes(bytes[clean..clean + 8].try_into().expect("8 bytes"));
+        if needs_escape(word) {
+            break;
+        }
+        clean += 8;
+    }
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    for (i, &b) in bytes.iter().enumerate().skip(clean) {
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -50,11 +74,28 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Appends `n` in decimal.
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// Appends an id as a JSON string.
 pub fn json_id(out: &mut Vec<u8>, id: StreamId) {
-    use std::io::Write;
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "\"{}-{}\"", id.ms, id.seq);
+    out.push(b'"');
+    decimal(out, id.ms);
+    out.push(b'-');
+    decimal(out, id.seq);
+    out.push(b'"');
 }
 
 /// Appends `null`, or the id as a JSON string.
@@ -182,6 +223,22 @@ mod tests {
             line(true, true),
             "2026-11-24T03:05:57.123456+00:00 error: x\n"
         );
+    }
+
+    #[test]
+    fn the_word_check_finds_every_byte_to_escape() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[at] = b;
+                let must = b < 0x20 || b == b'"' || b == b'\\';
+                assert_eq!(
+                    needs_escape(u64::from_le_bytes(word)),
+                    must,
+                    "{b:#x} at {at}"
+                );
+            }
+        }
     }
 
     proptest! {
