@@ -178,3 +178,55 @@ async fn pages_of_huge_lines_are_read_in_small_steps() {
         );
     }
 }
+
+#[tokio::test]
+async fn reads_work_with_a_password_and_a_database_number() {
+    let redis = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    let url = redis
+        .url()
+        .replace("redis://", "redis://:s3cret@")
+        .trim_end_matches('/')
+        .to_owned()
+        + "/3";
+    let mut config = test_config();
+    config.redis_url = Some(url.clone());
+    let app = spawn_with_config(config, None).await;
+    let job = app.job("user_a", "ready").await;
+    let ids = app.lines(&job, 3).await;
+    // The lines are in database 3, behind the password: the reads found them there.
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let len: usize = redis::cmd("XLEN")
+        .arg(job.logs_key())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(len, 3);
+    let page: Value = get(&app, &format!("/api/jobs/{job}/logs?around_id={}", ids[1]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&page), ids);
+    let text = get(&app, &format!("/api/jobs/{job}/logs/raw"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "line 0\nline 1\nline 2\n");
+    // Without the password, Redis's refusal is a failure (logged), never read as data.
+    let mut config = test_config();
+    config.redis_url = Some(redis.url());
+    let refused = spawn_with_config(config, None).await;
+    let resp = refused
+        .http
+        .get(refused.url(&format!("/api/jobs/{job}/logs")))
+        .bearer_auth(token("user_a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+}
