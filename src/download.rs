@@ -1,16 +1,17 @@
 //! The whole log as text (contract §9): every retained line up to the newest one when the
 //! request was accepted, streamed as it is read.
 //!
-//! The body reads the store only when it is asked for more: while the client reads slowly the
-//! reads wait, and when it goes away the body is dropped with its read in flight. So memory
-//! does not grow with the log: one read's entries ([`paging`] sizes them by bytes) and the
-//! chunk made of them. A download holds a stream slot (the caps of §6) for as long as its
+//! The body reads the store one chunk ahead of what the client has taken: while the client
+//! reads slowly the reads wait, and when it goes away the body is dropped with its read in
+//! flight (aborted). So memory does not grow with the log: a chunk being written, the next one
+//! read ahead ([`paging`] sizes reads by bytes), and one read's reply. A download holds a stream slot (the caps of §6) for as long as its
 //! body lives; one with nothing to send ends at once and needs none.
 
 use std::{io, sync::Arc};
 
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::{
     error::ApiError,
@@ -60,13 +61,16 @@ pub async fn open(
             retry_after_secs: RETRY_AFTER_SECS,
         });
     };
-    let body = Body {
+    let first = Read {
         store: ctx.store.clone(),
         job,
         format,
-        next: Some(StreamId::ZERO),
+        after: StreamId::ZERO,
         last,
         largest: 0,
+    };
+    let body = Body {
+        ahead: Some(first.spawn()),
         _slot: slot,
         _open: OpenStream::new(ctx.metrics.clone()),
     };
@@ -94,16 +98,13 @@ pub async fn open(
     })
 }
 
-/// What the body reads from, where it is, and what it holds while it lives.
+/// The body's state: the read running ahead of what the client has taken, and what it holds
+/// while it lives.
 struct Body {
-    store: Arc<dyn LogStore>,
-    job: JobId,
-    format: TextFormat,
-    /// Read after this id next; `None` once the snapshot's last line was read.
-    next: Option<StreamId>,
-    /// The snapshot's last line.
-    last: StreamId,
-    largest: usize,
+    /// The next chunk's read, started as soon as the previous chunk was handed out, so that
+    /// the store's round trip overlaps the writing of that chunk. Dropped with the body, which
+    /// aborts it: a departed client stops the reads.
+    ahead: Option<AbortOnDropHandle<io::Result<Chunk>>>,
     _slot: StreamSlot,
     _open: OpenStream,
 }
@@ -111,11 +112,43 @@ struct Body {
 impl Body {
     /// The next chunk of text; `None` at the end of the snapshot.
     async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
-        let Some(after) = self.next else {
+        let Some(ahead) = self.ahead.take() else {
             return Ok(None);
         };
+        let chunk = ahead
+            .await
+            .map_err(|_| io::Error::other("a download's read stopped"))??;
+        self.ahead = chunk.next.map(Read::spawn);
+        Ok((!chunk.text.is_empty()).then_some(chunk.text))
+    }
+}
+
+/// One read of the snapshot: the lines after `after`, up to `last`.
+struct Read {
+    store: Arc<dyn LogStore>,
+    job: JobId,
+    format: TextFormat,
+    after: StreamId,
+    /// The snapshot's last line.
+    last: StreamId,
+    /// The largest entry read so far, for sizing this read.
+    largest: usize,
+}
+
+/// A chunk of the body's text, and the read that comes after it.
+struct Chunk {
+    text: Bytes,
+    next: Option<Read>,
+}
+
+impl Read {
+    fn spawn(self) -> AbortOnDropHandle<io::Result<Chunk>> {
+        AbortOnDropHandle::new(tokio::spawn(self.run()))
+    }
+
+    async fn run(self) -> io::Result<Chunk> {
         let span = Span::After {
-            after,
+            after: self.after,
             until: Some(self.last),
         };
         let count = paging::read_count(READ_CAP, READ_CAP, self.largest);
@@ -141,15 +174,17 @@ impl Body {
             })?;
         drop(scan);
         paging::observe(&scanned[0]);
-        self.largest = self.largest.max(scanned[0].largest);
-        self.next = match read_to {
-            Some(id) if scanned[0].entries == count && id < self.last => Some(id),
+        let next = match read_to {
+            Some(id) if scanned[0].entries == count && id < self.last => Some(Read {
+                after: id,
+                largest: self.largest.max(scanned[0].largest),
+                ..self
+            }),
             _ => None,
         };
-        Ok(if text.is_empty() {
-            None
-        } else {
-            Some(Bytes::from(text))
+        Ok(Chunk {
+            text: Bytes::from(text),
+            next,
         })
     }
 }

@@ -215,6 +215,7 @@ impl ReadApi {
         /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
         job_id: Path<JobId>,
         /// What to find: 1-256 characters, a literal (or a pattern with `regex=true`).
+        #[oai(validator(min_length = 1, max_length = 256))]
         q: Query<String>,
         /// `true`: `q` is a pattern (matched in time linear in the text). Default `false`.
         regex: Query<Option<bool>>,
