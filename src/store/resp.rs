@@ -783,6 +783,24 @@ mod tests {
             }
         }
 
+        /// Checked piece by piece as the bytes arrive, a value ends where it ends.
+        #[test]
+        fn completeness_resumes_across_pieces(v in any_value(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6)) {
+            let mut bytes = Vec::new();
+            encode_value(&v, &mut bytes);
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut progress = Progress::default();
+            for cut in cuts {
+                match progress.advance(&bytes[..cut]) {
+                    Err(ParseError::Incomplete) => {}
+                    other => prop_assert!(false, "a prefix of {} bytes gave {:?}", cut, other),
+                }
+            }
+            prop_assert_eq!(progress.advance(&bytes), Ok(()));
+            prop_assert_eq!(progress.pos, bytes.len());
+        }
+
         /// Bytes that are not RESP are an error or incomplete, never a panic.
         #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {

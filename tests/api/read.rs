@@ -228,7 +228,8 @@ async fn stalled_download(app: &TestApp, job: &JobId) -> tokio::net::TcpStream {
 async fn a_download_in_progress_holds_a_slot_and_an_abandoned_one_frees_it() {
     let app = spawn_app_with(Backend::Redis, |c| c.max_streams_per_user = 1).await;
     let job = app.job("user_a", "ready").await;
-    fill(&app, &job, 20_000, None).await;
+    // 8 MB: more than the sockets' buffers hold, so the download stays in progress.
+    fill(&app, &job, 120_000, None).await;
     let held = stalled_download(&app, &job).await;
     app.await_metric("buildlogs_open_streams", 1.0).await;
 
@@ -248,7 +249,7 @@ async fn a_download_in_progress_holds_a_slot_and_an_abandoned_one_frees_it() {
     app.await_metric("buildlogs_open_streams", 0.0).await;
     let resp = download(&app, &job, "", "user_a").await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.text().await.unwrap().lines().count(), 20_000);
+    assert_eq!(resp.text().await.unwrap().lines().count(), 120_000);
     app.await_metric("buildlogs_open_streams", 0.0).await;
 }
 
