@@ -230,3 +230,22 @@ async fn reads_work_with_a_password_and_a_database_number() {
         .unwrap();
     assert_eq!(resp.status(), 500);
 }
+
+#[tokio::test]
+async fn a_job_key_of_another_type_is_404_on_download_and_search() {
+    let app = spawn_app().await;
+    let mut conn = app.redis.as_ref().unwrap().conn().await;
+    let job = unique_job();
+    let _: () = redis::cmd("SET")
+        .arg(job.record_key())
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    app.lines(&job, 2).await;
+    for path in ["logs/raw", "logs/search?q=line", "logs?around_id=1-0"] {
+        let resp = get(&app, &format!("/api/jobs/{job}/{path}")).await;
+        assert_eq!(resp.status(), 404, "{path}");
+        assert_eq!(resp.json::<Value>().await.unwrap()["code"], "job_not_found");
+    }
+}
