@@ -58,7 +58,10 @@ pub async fn run(
         ),
         None => None,
     };
-    let app = App::build(config).await?;
+    let mut app = App::build(config).await?;
+    if let Some(kit) = &kit {
+        app = app.with_viewer(kit.viewer());
+    }
     if let Some(kit) = kit {
         kit.start(app.state(), addr).await?;
     }
@@ -143,6 +146,8 @@ impl AuthContext for AppState {
 
 pub struct App {
     state: Arc<AppState>,
+    /// `--dev` only: the example viewer at `/viewer/`.
+    viewer: Option<Arc<dev::Viewer>>,
 }
 
 impl App {
@@ -228,12 +233,24 @@ impl App {
         // Fetch the JWKS in the background: the service starts even when it is unreachable.
         let warm = state.clone();
         tokio::spawn(async move { warm.verifier.warm_up().await });
-        Ok(Self { state })
+        Ok(Self {
+            state,
+            viewer: None,
+        })
     }
 
     /// Another handle on an already built app (same state, same background tasks).
     pub fn from_state(state: Arc<AppState>) -> Self {
-        Self { state }
+        Self {
+            state,
+            viewer: None,
+        }
+    }
+
+    /// Serves the example viewer at `/viewer/` (dev mode: the route exists nowhere else).
+    pub fn with_viewer(mut self, viewer: dev::Viewer) -> Self {
+        self.viewer = Some(Arc::new(viewer));
+        self
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -253,6 +270,9 @@ impl App {
             .at("/openapi.json", get(openapi_json))
             .at("/", get(index));
         routes = ops_routes(routes, self.state.config.metrics_addr.is_none());
+        if let Some(viewer) = &self.viewer {
+            routes = routes.nest("/viewer", viewer.routes());
+        }
         routes
             .catch_all_error(
                 |err: poem::Error| async move { problem_response(&from_extractor(&err)) },

@@ -5,6 +5,10 @@
 //! produce realistic build output through [`LogWriter`] (the runner's exact format, into
 //! whichever store is configured) and then turn `ready`; a new one starts every
 //! `DEV_JOB_EVERY_SECS`, so a late viewer still has something live to watch.
+//!
+//! The example viewer (`clients/react/example`, `<BuildLog>` from `@buildlogs/react`) is served
+//! at `/viewer/` in dev mode only, from files built into `assets/viewer/` and embedded in the
+//! binary; its token comes from `/viewer/token`, a route that exists only here.
 
 use std::{
     net::SocketAddr,
@@ -13,7 +17,13 @@ use std::{
 };
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use poem::{
+    Body, EndpointExt, IntoResponse, Request, Response, Route, get, handler,
+    http::header,
+    web::{Data, Redirect},
+};
 use rand::{Rng, SeedableRng};
 use rsa::{
     RsaPrivateKey,
@@ -30,6 +40,19 @@ use crate::{
 pub const DEV_USER: &str = "user_dev";
 /// How long the printed token is good for.
 pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long a viewer token is good for: as long as a Clerk session token, so that the viewer
+/// renews its tokens the way an app does.
+pub const VIEWER_TOKEN_TTL: Duration = Duration::from_secs(60);
+
+/// The example viewer, built by `npm run build:viewer` in `clients/react` (CI checks that these
+/// match their sources). Static bytes: every response shares them.
+const VIEWER_HTML: &[u8] = include_bytes!("../assets/viewer/index.html");
+const VIEWER_JS: &[u8] = include_bytes!("../assets/viewer/viewer.js");
+/// The viewer runs no inline script and loads nothing from elsewhere; React puts the component's
+/// stylesheet in a `<style>` element.
+const VIEWER_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+                          style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+                          base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Signs RS256 session tokens with a private key.
 pub struct Signer {
@@ -77,7 +100,7 @@ pub fn generate_rsa_pem() -> anyhow::Result<(String, String)> {
 
 /// What `--dev` needs between configuration and start.
 pub struct DevKit {
-    signer: Signer,
+    signer: Arc<Signer>,
     demo_secs: u64,
     every: Duration,
 }
@@ -96,10 +119,17 @@ impl DevKit {
         config.clerk_issuer = None;
         config.clerk_authorized_parties.clear();
         Ok(Self {
-            signer: Signer::from_pem(&private_pem, Some("dev"))?,
+            signer: Arc::new(Signer::from_pem(&private_pem, Some("dev"))?),
             demo_secs: config.dev_demo_secs.max(1),
             every: Duration::from_secs(config.dev_job_every_secs.max(1)),
         })
+    }
+
+    /// The example viewer's routes, to mount at `/viewer` (dev mode only).
+    pub fn viewer(&self) -> Viewer {
+        Viewer {
+            signer: self.signer.clone(),
+        }
     }
 
     /// Prints the token and URLs, and starts the demo jobs.
@@ -130,6 +160,7 @@ impl DevKit {
              Token for {DEV_USER} (expires {expires}):\n\
              TOKEN={token}\n\n\
              Swagger UI: {base}/docs  (click Authorize, paste the token into BearerAuth)\n\n\
+             Viewer: {base}/viewer/?job=demo-1  (<BuildLog> from @buildlogs/react; any job: ?job=<id>)\n\n\
              Follow the demo job live (a new demo job, demo-2, demo-3, …, starts every {every}s):\n\
              curl -N -H \"Authorization: Bearer $TOKEN\" {base}/api/jobs/demo-1/logs/stream\n\n\
              Its history:\n\
@@ -168,6 +199,57 @@ impl DevKit {
         });
         Ok(())
     }
+}
+
+/// The example viewer at `/viewer/`: its page, its script and the token it follows jobs with.
+pub struct Viewer {
+    signer: Arc<Signer>,
+}
+
+impl Viewer {
+    /// `/` (the page), `/viewer.js` and `/token`, to nest under `/viewer`.
+    pub fn routes(&self) -> Route {
+        Route::new()
+            .at("/", get(viewer_page))
+            .at("/viewer.js", get(viewer_script))
+            .at("/token", get(viewer_token.data(self.signer.clone())))
+    }
+}
+
+fn asset(bytes: &'static [u8], content_type: &'static str) -> Response {
+    Response::builder()
+        .content_type(content_type)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CONTENT_SECURITY_POLICY, VIEWER_CSP)
+        .body(Body::from_bytes(Bytes::from_static(bytes)))
+}
+
+#[handler]
+fn viewer_page(req: &Request) -> Response {
+    let uri = req.original_uri();
+    if !uri.path().ends_with('/') {
+        // `/viewer` without its slash would resolve `./viewer.js` against `/`.
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        return Redirect::permanent(format!("{}/{query}", uri.path())).into_response();
+    }
+    asset(VIEWER_HTML, "text/html; charset=utf-8")
+}
+
+#[handler]
+fn viewer_script() -> Response {
+    asset(VIEWER_JS, "text/javascript; charset=utf-8")
+}
+
+/// A fresh session token for the demo user, shaped like Clerk's (`exp` 60 s ahead).
+#[handler]
+fn viewer_token(signer: Data<&Arc<Signer>>) -> Response {
+    let (token, exp) = signer.session_token(DEV_USER, VIEWER_TOKEN_TTL);
+    serde_json::json!({ "token": token, "expires_at": exp })
+        .to_string()
+        .with_content_type("application/json")
+        .with_header(header::CACHE_CONTROL, "no-store")
+        .into_response()
 }
 
 /// ANSI colours, as compilers and test runners print them (the runner strips them; other

@@ -34,7 +34,8 @@
 //! - [`ids`], [`limits`], [`telemetry`]: strict id parsing, stream caps, metrics and tracing.
 //! - [`ansi`]: ANSI escape sequences out of a line's text, for downloads and search.
 //! - [`gate`]: futures polled only after they woke, for the hot loops of busy streams.
-//! - [`dev`]: `serve --dev`, a throwaway key and a demo job for a local try-out.
+//! - [`dev`]: `serve --dev`, a throwaway key and a demo job for a local try-out, and the example
+//!   viewer (`@buildlogs/react`) at `/viewer/` with its token route, mounted only in dev mode.
 #![allow(rustdoc::private_intra_doc_links)] // the docs are read with --document-private-items
 
 pub mod ansi;

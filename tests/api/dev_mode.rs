@@ -362,3 +362,91 @@ fn help_documents_every_setting() {
         assert!(help.contains(var), "--help mentions {var}");
     }
 }
+
+#[tokio::test]
+async fn dev_mode_serves_the_example_viewer_and_its_token() {
+    let mut dev = start_dev(&[]);
+    let text = dev.output.join("\n");
+    let viewer = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Viewer: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the banner prints the viewer's URL: {text}"))
+        .to_owned();
+    assert!(viewer.ends_with("/viewer/?job=demo-1"), "{viewer}");
+    let base = viewer.trim_end_matches("/viewer/?job=demo-1");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The page and its script: the committed build, byte for byte, under a strict CSP.
+    let page = http.get(&viewer).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert_eq!(
+        page.bytes().await.unwrap().as_ref(),
+        include_bytes!("../../assets/viewer/index.html")
+    );
+    let script = http
+        .get(format!("{base}/viewer/viewer.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(
+        script.bytes().await.unwrap().as_ref(),
+        include_bytes!("../../assets/viewer/viewer.js")
+    );
+    // Without its slash, `./viewer.js` would resolve against `/`: redirected, query kept.
+    let bare = http
+        .get(format!("{base}/viewer?job=demo-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 308);
+    assert_eq!(bare.headers()["location"], "/viewer/?job=demo-1");
+
+    // Its token: a 60 s session token for the demo user that the API accepts.
+    let resp = http
+        .get(format!("{base}/viewer/token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body: Value = resp.json().await.unwrap();
+    let expires_at = body["expires_at"].as_u64().unwrap();
+    assert!(
+        expires_at <= now() + 61 && expires_at >= now() + 55,
+        "{body}"
+    );
+    let history = http
+        .get(format!("{base}/api/jobs/demo-1/logs?limit=5"))
+        .bearer_auth(body["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(history.status(), 200);
+    assert!(sigterm(&mut dev.child) < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn the_viewer_and_its_token_exist_only_in_dev_mode() {
+    let app = spawn_app().await;
+    for path in ["/viewer/", "/viewer", "/viewer/viewer.js", "/viewer/token"] {
+        let resp = reqwest::get(app.url(path)).await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+}

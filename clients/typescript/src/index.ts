@@ -25,6 +25,7 @@ export {
 } from "./history.js";
 export { type DownloadOptions, downloadLog, type LogDownload } from "./download.js";
 export type { ConnectionOptions } from "./http.js";
+export { compareStreamIds, nextStreamId } from "./ids.js";
 export { fetchSearchPage, type SearchOptions, searchLog } from "./search.js";
 export {
   type BackoffOptions,
