@@ -316,6 +316,7 @@ impl App {
             stall_limit: Duration::from_secs(self.state.config.stream_stall_secs),
             idle_timeout: Duration::from_secs(self.state.config.idle_timeout_secs),
             stalled: self.state.metrics().stalled_streams_cut.clone(),
+            partial_puts: self.state.metrics().partial_puts.clone(),
         };
         let ops = metrics.map(|listener| {
             if let Ok(addr) = listener.local_addr() {

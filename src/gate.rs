@@ -1,19 +1,25 @@
 //! [`Gated`]: a future that is polled again only after it has woken its task (and
 //! [`GatedStream`], a stream), so a `select!` or poll loop that polls it at every wake-up of a
-//! busy stream pays an atomic load instead of its inner poll (a shared cancellation token's
-//! lock, a timer's or a socket's registration).
+//! busy stream pays an atomic swap and a waker registration instead of its inner poll (a
+//! shared cancellation token's lock, a timer's or a socket's registration).
+//!
+//! The gate follows `AtomicWaker`'s contract: every poll registers the task's waker first,
+//! then looks at the flag the inner future's wake raised. A wake that lands between the two
+//! (it takes the waker just registered, and wakes the task) leaves the flag raised for this
+//! poll or the next; registering only "when something changed" would let such a wake empty the
+//! registration for good, and the task would never be woken again (issue 22). Its loom model
+//! (`model`) checks every interleaving of a wake with a poll.
 
 use std::{
     future::Future,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     task::{Context, Poll, Wake, Waker},
 };
 
-use futures_util::{FutureExt, Stream, StreamExt, task::AtomicWaker};
+use futures_util::{FutureExt, Stream, StreamExt};
+
+use crate::sync::{AtomicBool, AtomicWaker};
 
 /// Wraps `F`, polling it only when it asked to be (its waker was called) or was changed.
 pub struct Gated<F> {
@@ -33,8 +39,6 @@ struct Gate {
     flag: Arc<Flag>,
     /// The waker the inner future is polled with: it raises the flag, then wakes the task.
     waker: Waker,
-    /// The task's waker last registered in the flag.
-    task: Option<Waker>,
     /// Poll the inner future next time though it did not wake (it yielded, or was changed).
     forced: bool,
 }
@@ -50,7 +54,10 @@ impl Wake for Flag {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
+        // A swap, not a store: with the poll's swap, every change of the flag is then one
+        // read-modify-write chain, the order loom's model needs to see what the hardware gives
+        // (it orders a plain store after another thread's earlier swap only by causality).
+        self.woken.swap(true, Ordering::Release);
         self.task.wake();
     }
 }
@@ -65,7 +72,6 @@ impl Gate {
         Self {
             waker: Waker::from(flag.clone()),
             flag,
-            task: None,
             forced: false,
         }
     }
@@ -78,28 +84,12 @@ impl Gate {
     /// Whether the inner future must be polled now; either way, `cx`'s task is woken when it
     /// must be next.
     fn pass(&mut self, cx: &Context<'_>) -> bool {
-        if self.flag.woken.load(Ordering::Acquire) {
-            // The wake took the task's waker: register it again, before the inner poll so
-            // that a wake during that poll is not lost.
-            self.register(cx);
-            self.flag.woken.store(false, Ordering::Release);
-            self.forced = false;
-            return true;
-        }
-        // Not woken since the last poll, so the task's waker registered then is still there:
-        // register again only for another task's.
-        if !self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-            self.register(cx);
-        }
-        std::mem::take(&mut self.forced)
-    }
-
-    fn register(&mut self, cx: &Context<'_>) {
+        // Register first, then take the flag: a wake after the registration finds the waker
+        // (or raised the flag before the swap, which this poll sees). `AtomicWaker` keeps an
+        // unchanged waker without cloning it, so this costs a few atomic operations.
         self.flag.task.register(cx.waker());
-        match &mut self.task {
-            Some(task) => task.clone_from(cx.waker()),
-            None => self.task = Some(cx.waker().clone()),
-        }
+        let woken = self.flag.woken.swap(false, Ordering::AcqRel);
+        std::mem::take(&mut self.forced) || woken
     }
 }
 
@@ -118,6 +108,9 @@ impl<F: Future + Unpin> Gated<F> {
     }
 
     pub fn poll_gated(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if cfg!(feature = "bench-plain-polling") {
+            return self.inner.poll_unpin(cx);
+        }
         if !self.gate.pass(cx) {
             return Poll::Pending;
         }
@@ -143,6 +136,9 @@ impl<S: Stream + Unpin> GatedStream<S> {
     }
 
     pub fn poll_next_gated(&mut self, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if cfg!(feature = "bench-plain-polling") {
+            return self.inner.poll_next_unpin(cx);
+        }
         if !self.gate.pass(cx) {
             return Poll::Pending;
         }
@@ -156,6 +152,9 @@ impl<S: Stream + Unpin> GatedStream<S> {
         next
     }
 }
+
+#[cfg(all(test, buildlogs_loom))]
+mod model;
 
 #[cfg(test)]
 mod tests {

@@ -33,9 +33,14 @@
 //! - [`error`]: every error code with its status and title, in one table.
 //! - [`ids`], [`limits`], [`telemetry`]: strict id parsing, stream caps, metrics and tracing.
 //! - [`ansi`]: ANSI escape sequences out of a line's text, for downloads and search.
-//! - [`gate`]: futures polled only after they woke, for the hot loops of busy streams.
+//! - [`gate`]: futures polled only after they woke, for the hot loops of busy streams; each
+//!   poll registers the task's waker before it looks whether the inner future woke, so no wake
+//!   is lost (the `AtomicWaker` contract).
+//! - `sync`: the locks and atomics of the hand-made primitives (gate, channel, `Wire`): std's,
+//!   or loom's under `--cfg buildlogs_loom`, where each one's `model` submodule checks them (`scripts/loom`).
 //! - [`dev`]: `serve --dev`, a throwaway key and a demo job for a local try-out, and the example
 //!   viewer (`@buildlogs/react`) at `/viewer/` with its token route, mounted only in dev mode.
+#![forbid(unsafe_code)]
 #![allow(rustdoc::private_intra_doc_links)] // the docs are read with --document-private-items
 
 pub mod ansi;
@@ -57,6 +62,7 @@ pub mod search;
 pub mod server;
 pub mod store;
 pub mod stream;
+mod sync;
 pub mod telemetry;
 pub mod wire;
 pub mod writer;

@@ -1,4 +1,5 @@
 //! `buildlogs`: parses the command line, sets up tracing, runs (`serve`) or prints the spec.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

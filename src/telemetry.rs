@@ -61,6 +61,8 @@ pub struct Metrics {
     pub streams_rejected: Counter,
     pub slow_viewers_cut: Counter,
     pub stalled_streams_cut: Counter,
+    pub partial_puts: Counter,
+    pub live_read_failures: Counter,
     auth_failures: Family<ReasonLabel, Counter>,
     request_duration: Family<RouteLabels, Histogram>,
 }
@@ -81,6 +83,8 @@ impl Metrics {
         let streams_rejected = Counter::default();
         let slow_viewers_cut = Counter::default();
         let stalled_streams_cut = Counter::default();
+        let partial_puts = Counter::default();
+        let live_read_failures = Counter::default();
         let auth_failures = Family::<ReasonLabel, Counter>::default();
         // Every reason is exported from the start, at zero, so dashboards see the full set.
         for reason in AuthFailureReason::ALL {
@@ -127,6 +131,18 @@ impl Metrics {
             stalled_streams_cut.clone(),
         );
         registry.register(
+            "buildlogs_partial_puts",
+            "Lines the feed wrote to an idle viewer's socket that took only part of them (the \
+             stream's own task sent the rest)",
+            partial_puts.clone(),
+        );
+        registry.register(
+            "buildlogs_live_read_failures",
+            "Live reads (a reader's blocking read of the streams it follows) that failed or got no \
+             reply in time; the reader retries after a back-off",
+            live_read_failures.clone(),
+        );
+        registry.register(
             "buildlogs_auth_failures",
             "Requests refused authentication, by reason",
             auth_failures.clone(),
@@ -145,6 +161,8 @@ impl Metrics {
             streams_rejected,
             slow_viewers_cut,
             stalled_streams_cut,
+            partial_puts,
+            live_read_failures,
             auth_failures,
             request_duration,
         }

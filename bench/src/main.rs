@@ -22,7 +22,12 @@
 //! `--viewers` connections). The live scenarios run once per `--modes` entry (`fanout`,
 //! `naive`), so the shared-reader engine and the per-viewer design are measured side by side.
 //! Every line carries its append time; viewers record append-to-receipt latency and check that
-//! they saw every line, in order.
+//! they saw every line, in order. `soak` (not in the default set; its own module) runs viewers
+//! over many users' jobs for as long as `--secs` says, and exits non-zero when a viewer missed a
+//! line or went silent, or a stream slot stayed open.
+#![forbid(unsafe_code)]
+
+mod soak;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -51,7 +56,9 @@ struct Args {
     /// Scenarios, comma-separated: fanout, many, idle, history, download, search; and two floors
     /// without buildlogs:
     /// floor (a bare `XREAD` client: Redis's own latency) and sendfloor (a bare socket server
-    /// sending each line to `--viewers` connections: the machine's own fan-out latency).
+    /// sending each line to `--viewers` connections: the machine's own fan-out latency); and
+    /// soak (viewers joining, leaving, stalling and renewing tokens over bursty jobs for `--secs`;
+    /// it fails, with a non-zero exit, unless every viewer that stayed got every line).
     #[arg(
         long,
         value_delimiter = ',',
@@ -80,6 +87,15 @@ struct Args {
     /// Streams in `idle`.
     #[arg(long, default_value_t = 10_000)]
     idle_streams: usize,
+    /// Viewers in `soak`, over `--soak-jobs` jobs (each of its own user).
+    #[arg(long, default_value_t = 2000)]
+    soak_viewers: usize,
+    /// Jobs in `soak`.
+    #[arg(long, default_value_t = 100)]
+    soak_jobs: usize,
+    /// Seed of `soak`'s random plan (default: from the clock; printed either way).
+    #[arg(long)]
+    seed: Option<u64>,
     /// The server binary for the fan-out mode, run as `<bin> serve` (default: this binary,
     /// whose `serve` is the service). The naive mode always runs this binary.
     #[arg(long)]
@@ -1219,6 +1235,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(bin.exists(), "server binary {} not found", bin.display());
     let (private, public) = generate_rsa_pem()?;
     let keys = (public, Signer::from_pem(&private, None)?);
+    let mut failures = Vec::new();
     let mut rows = Vec::new();
     for scenario in &args.scenarios {
         match scenario.as_str() {
@@ -1277,6 +1294,20 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("running search…");
                 rows.push(readlog::search(&bin, &keys, args.secs).await?);
             }
+            "soak" => {
+                eprintln!("running soak…");
+                let seed = args.seed.unwrap_or_else(|| now_nanos() % 1_000_000_007);
+                let plan = soak::Soak {
+                    viewers: args.soak_viewers,
+                    jobs: args.soak_jobs,
+                    secs: args.secs,
+                    seed,
+                };
+                // A failed soak still prints the table with its row, then fails.
+                let (row, failed) = soak::soak(&bin, &keys.0, &private, plan).await?;
+                rows.push(row);
+                failures.extend(failed);
+            }
             other => bail!("unknown scenario {other}"),
         }
     }
@@ -1300,6 +1331,9 @@ async fn main() -> anyhow::Result<()> {
             r.redis_conns,
             r.extra
         );
+    }
+    if let Some(err) = failures.pop() {
+        return Err(err);
     }
     Ok(())
 }

@@ -11,7 +11,7 @@
 use std::{
     collections::VecDeque,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll, Waker},
@@ -22,36 +22,22 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 
 use super::hub::FeedMsg;
-use crate::{ids::StreamId, wire::sse::Outlet};
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::{
+    ids::StreamId,
+    sync::{AtomicUsize, Mutex, lock},
+    wire::sse::Outlet,
+};
 
 /// The ring and the receivers of one feed.
 pub(super) struct Channel {
     ring: Mutex<Ring>,
-    /// Every receiver's slot.
-    slots: Mutex<Slots>,
+    /// Every receiver's slot. A send takes the list as it is (a reference count) and walks it
+    /// without the lock while it writes to outlets; a subscription pushes to it, an
+    /// unsubscription swaps its slot out by index, in place unless a delivery still walks the
+    /// list (then on a copy).
+    slots: Mutex<Arc<Vec<Arc<Slot>>>>,
     /// `buildlogs_lines_delivered_total`: lines written to outlets count here.
     delivered: Counter,
-}
-
-/// The receivers' slots, and a snapshot of them that a send walks without holding the lock
-/// while it writes to outlets; made again at the first send after a change, so that a
-/// subscription costs no copy of the others.
-#[derive(Default)]
-struct Slots {
-    all: Vec<Arc<Slot>>,
-    snapshot: Option<Arc<Vec<Arc<Slot>>>>,
-}
-
-impl Slots {
-    fn snapshot(&mut self) -> Arc<Vec<Arc<Slot>>> {
-        self.snapshot
-            .get_or_insert_with(|| Arc::new(self.all.clone()))
-            .clone()
-    }
 }
 
 struct Ring {
@@ -73,6 +59,8 @@ struct Slot {
     state: Mutex<SlotState>,
     /// The feed's line count (`head`) when this receiver last took lines, for the lag limit.
     mark: Arc<AtomicU64>,
+    /// Where the slot is in the channel's list; changed only under the list's lock.
+    index: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -125,6 +113,12 @@ impl Delivery {
                     && self.now < armed.expires_at
                 {
                     let skip = lines.partition_point(|l| l.id <= armed.pos);
+                    // The put writes to the socket with this slot's lock held: the write and
+                    // the cursor's move past the batch are then one step for the receiver,
+                    // which could otherwise take the same batch from the ring, or get its
+                    // outlet back, while the write is under way. The lock is this receiver's
+                    // alone and the write never waits (see `Wire::try_put`; the model
+                    // `puts_under_the_slot_and_wire_locks_…` checks it against the stream's task).
                     if skip == lines.len() || armed.outlet.try_put(&self.frames[skip..]) {
                         if let Some(last) = lines.last().filter(|_| skip < lines.len()) {
                             armed.pos = last.id;
@@ -162,7 +156,7 @@ impl Channel {
                 first: 0,
                 capacity,
             }),
-            slots: Mutex::default(),
+            slots: Mutex::new(Arc::default()),
             delivered,
         }
     }
@@ -179,9 +173,9 @@ impl Channel {
                 ..SlotState::default()
             }),
             mark,
+            index: AtomicUsize::new(slots.len()),
         });
-        slots.all.push(slot.clone());
-        slots.snapshot = None;
+        Arc::make_mut(&mut slots).push(slot.clone());
         Receiver {
             chan: self.clone(),
             slot,
@@ -190,7 +184,7 @@ impl Channel {
 
     /// Receivers subscribed.
     pub(super) fn receivers(&self) -> usize {
-        lock(&self.slots).all.len()
+        lock(&self.slots).len()
     }
 
     /// Sends `msg` to every receiver: lines straight to the outlets of armed receivers that
@@ -253,7 +247,7 @@ impl Channel {
             seq,
             msg,
             frames,
-            slots: lock(&self.slots).snapshot(),
+            slots: lock(&self.slots).clone(),
             now: Instant::now(),
         }
     }
@@ -265,11 +259,16 @@ impl Channel {
     }
 
     fn unsubscribe(&self, slot: &Arc<Slot>) {
+        // Nothing is written to the outlet from here on: a delivery that read the slot's
+        // state before this took it has finished its write.
         lock(&slot.state).armed = None;
         let mut slots = lock(&self.slots);
-        if let Some(at) = slots.all.iter().position(|s| Arc::ptr_eq(s, slot)) {
-            slots.all.swap_remove(at);
-            slots.snapshot = None;
+        let slots = Arc::make_mut(&mut slots);
+        let at = slot.index.load(Ordering::Relaxed);
+        debug_assert!(Arc::ptr_eq(&slots[at], slot), "a slot's index is its place");
+        slots.swap_remove(at);
+        if let Some(moved) = slots.get(at) {
+            moved.index.store(at, Ordering::Relaxed);
         }
     }
 }
@@ -340,6 +339,9 @@ impl Drop for Receiver {
         self.chan.unsubscribe(&self.slot);
     }
 }
+
+#[cfg(all(test, buildlogs_loom))]
+mod model;
 
 #[cfg(test)]
 mod tests {

@@ -151,7 +151,16 @@ impl Hub {
         });
         for rx in receivers {
             let live = store.live_reader().await?;
-            tokio::spawn(ReaderTask::new(store.clone(), live, rx, shutdown.clone()).run());
+            tokio::spawn(
+                ReaderTask::new(
+                    store.clone(),
+                    live,
+                    rx,
+                    shutdown.clone(),
+                    inner.metrics.live_read_failures.clone(),
+                )
+                .run(),
+            );
         }
         tokio::spawn(monitor(
             Arc::downgrade(&inner),
@@ -175,15 +184,14 @@ impl Hub {
         }
         let mut feeds = self.inner.feeds.lock().unwrap_or_else(|p| p.into_inner());
         let existing = feeds.get(job).cloned();
+        // A feed authorised for another owner: the job changed hands since. Its viewers'
+        // streams end (once the registry's lock is released: a revoke wakes every one of
+        // them); this viewer gets a feed of its own.
+        let mut stale = None;
         let feed = match existing {
             Some(feed) if feed.owner == owner => feed,
-            stale => {
-                // A feed authorised for another owner: the job changed hands since. Its
-                // viewers' streams end; this viewer gets a feed of its own.
-                if let Some(stale) = stale {
-                    stale.revoke();
-                    self.inner.stop_reading(&stale);
-                }
+            other => {
+                stale = other;
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
                 job.hash(&mut hasher);
                 let reader = (hasher.finish() % self.inner.readers.len() as u64) as usize;
@@ -212,6 +220,10 @@ impl Hub {
         let mark = Arc::new(AtomicU64::new(*feed.head.borrow()));
         let rx = feed.chan.subscribe(mark.clone());
         drop(feeds);
+        if let Some(stale) = stale {
+            stale.revoke();
+            self.inner.stop_reading(&stale);
+        }
         Subscription::feed(FeedSubscription::new(feed, rx, mark, self.inner.clone()))
     }
 

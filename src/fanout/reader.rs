@@ -4,6 +4,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +44,8 @@ pub(super) struct ReaderTask {
     commands: mpsc::UnboundedReceiver<Command>,
     jobs: HashMap<JobId, Watched>,
     shutdown: CancellationToken,
+    /// `buildlogs_live_read_failures_total`.
+    failures: Counter,
 }
 
 impl ReaderTask {
@@ -51,6 +54,7 @@ impl ReaderTask {
         live: Arc<dyn LiveReader>,
         commands: mpsc::UnboundedReceiver<Command>,
         shutdown: CancellationToken,
+        failures: Counter,
     ) -> Self {
         Self {
             store,
@@ -58,6 +62,7 @@ impl ReaderTask {
             commands,
             jobs: HashMap::new(),
             shutdown,
+            failures,
         }
     }
 
@@ -197,6 +202,7 @@ impl ReaderTask {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "live read failed; retrying");
+                    self.failures.inc();
                     for cmd in pending.drain(..) {
                         self.apply(cmd);
                     }

@@ -21,7 +21,8 @@
 //! response is in flight.
 
 mod io;
-mod stream;
+// The crate sees it for the channel's model, which runs a feed's puts through a real `Wire`.
+pub(crate) mod stream;
 
 use std::{
     convert::Infallible,
@@ -82,6 +83,9 @@ pub struct Settings {
     /// Counts the streams ended by the stall limit
     /// (`buildlogs_stalled_streams_disconnected_total`).
     pub stalled: Counter,
+    /// Counts the feed's writes to a detached stream's socket that it took only part of
+    /// (`buildlogs_partial_puts_total`).
+    pub partial_puts: Counter,
 }
 
 /// Both protocol builders, configured once and shared by every connection.
@@ -219,6 +223,7 @@ impl Connection {
                 shutdown: &shutdown,
                 stall: limits.stall_limit,
                 stalled: &limits.stalled,
+                partial_puts: &limits.partial_puts,
             };
             write_detached(socket, detached, limits).await;
         }

@@ -11,6 +11,13 @@
 //! nothing in hand, the job's feed writes new lines to the socket itself, in order with the
 //! writer's own writes, and the writer's task sleeps through them.
 //!
+//! What a stalled connection holds: a put takes at most [`MAX_PUT_BYTES`] (16 KiB), and what
+//! the socket did not take of it is copied into the `Wire`'s tail until the writer sends it.
+//! So beyond the socket's own buffers and the feed's shared ring, the tails of an instance's
+//! stalled viewers hold at most 16 KiB × `MAX_STREAMS` (320 MB at the default 20,000; a few
+//! hundred bytes each in practice, since a put is usually one line). A stream that does not
+//! drain its tail is ended by the stall limit like any other.
+//!
 //! An event stream on HTTP/2 stays in hyper (one connection carries many streams), and hyper
 //! stops polling a stream's body while the client's flow-control window is closed: [`relay`]
 //! runs it in a task of its own that applies the same ends.
@@ -20,7 +27,7 @@ use std::{
     io,
     io::IoSlice,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     task::{Poll, Waker},
     time::Duration,
 };
@@ -35,6 +42,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     gate::{Gated, GatedStream},
+    sync::{Mutex, MutexGuard, lock},
     wire::sse::{Outlet, OutletSlot, StreamEnds},
 };
 
@@ -48,6 +56,8 @@ pub(super) struct Limits<'a> {
     pub stall: Duration,
     /// Counts the streams so ended.
     pub stalled: &'a Counter,
+    /// Counts the puts the socket took only part of (`buildlogs_partial_puts_total`).
+    pub partial_puts: &'a Counter,
 }
 
 /// An event stream taken out of hyper: its encoded head, its frames and its ends.
@@ -123,11 +133,15 @@ enum Stop {
 }
 
 /// A detached stream's connection, lent to the stream as its [`Outlet`]: the feed writes live
-/// lines to the socket itself while the writer task has nothing in hand.
-pub(super) struct Wire {
-    socket: Arc<TcpStream>,
+/// lines to the socket itself while the writer task has nothing in hand. Generic over what it
+/// writes to so that its loom model (`model`) can drive its state machine against a socket that takes
+/// what the model says; the service only ever has a [`TcpStream`] there.
+pub(crate) struct Wire<S = TcpStream> {
+    socket: Arc<S>,
     chunked: bool,
     state: Mutex<WireState>,
+    /// Puts the socket took only part of (their rest went to the tail).
+    partial_puts: Counter,
 }
 
 struct WireState {
@@ -142,8 +156,31 @@ struct WireState {
     waker: Option<Waker>,
 }
 
-impl Wire {
-    fn new(socket: Arc<TcpStream>, chunked: bool) -> Self {
+/// Where a [`Wire`] writes: something that takes what it can at once, never waiting.
+pub(crate) trait WriteNow: Send + Sync {
+    /// Writes as much of `pieces` as it takes now, in order: the bytes written.
+    fn write_now<'p>(&self, pieces: impl Iterator<Item = &'p [u8]> + Clone) -> io::Result<usize>;
+}
+
+impl WriteNow for TcpStream {
+    fn write_now<'p>(&self, pieces: impl Iterator<Item = &'p [u8]> + Clone) -> io::Result<usize> {
+        write_now(self, pieces)
+    }
+}
+
+/// What the writer must do before it takes frames of its own (see [`Wire::claim`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// A put's write failed: the client has gone.
+    Gone,
+    /// Send what a put left unsent, then claim again.
+    Tail(Vec<u8>),
+    /// The connection is the writer's: puts take nothing until it [`lend`](Wire::lend)s it.
+    Claimed,
+}
+
+impl<S> Wire<S> {
+    pub(crate) fn new(socket: Arc<S>, chunked: bool, partial_puts: Counter) -> Self {
         Self {
             socket,
             chunked,
@@ -154,21 +191,55 @@ impl Wire {
                 broken: false,
                 waker: None,
             }),
+            partial_puts,
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, WireState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
+    }
+
+    /// The writer takes the connection for frames of its own, unless a put failed or left
+    /// bytes that must go first.
+    pub(crate) fn claim(&self) -> Claim {
+        let mut state = self.lock();
+        if state.broken {
+            return Claim::Gone;
+        }
+        if !state.tail.is_empty() {
+            return Claim::Tail(std::mem::take(&mut state.tail));
+        }
+        state.busy = true;
+        Claim::Claimed
+    }
+
+    /// The writer has nothing in hand: puts may write until it claims the connection again,
+    /// and `waker` is woken when one leaves it something to do (a tail, a failure).
+    pub(crate) fn lend(&self, waker: &Waker) {
+        let mut state = self.lock();
+        state.busy = false;
+        match &mut state.waker {
+            Some(current) if current.will_wake(waker) => {}
+            current => *current = Some(waker.clone()),
+        }
     }
 }
 
 /// Largest put a [`Wire`] takes: what the socket does not take of it is copied, so this bounds
 /// what a stalled viewer's connection holds beyond the feed's shared ring. A larger batch (a
 /// burst) goes through the stream's own task, which writes it from the shared frames.
-const MAX_PUT_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_PUT_BYTES: usize = 16 * 1024;
 
-impl Outlet for Wire {
+impl<S: WriteNow> Outlet for Wire<S> {
     fn try_put(&self, frames: &[Bytes]) -> bool {
+        // The write happens with this lock held (and, from the feed, the receiver's slot
+        // lock): it is what keeps the writer's own writes from overtaking or splitting the
+        // put's bytes, and what makes "taken" and "the tail is the writer's" one step. Both
+        // locks are this one viewer's, taken in that order everywhere (the writer never holds
+        // this one while it polls its stream); the write never waits (what the socket does not
+        // take goes to the tail). The loom models check a partial put against the writer
+        // (`model`) and the feed's puts under both locks against the stream's task
+        // (`fanout::channel`'s model): no deadlock, every line once, whole, in order.
         let mut state = self.lock();
         if state.busy || state.broken {
             return false;
@@ -179,7 +250,7 @@ impl Outlet for Wire {
         if total > MAX_PUT_BYTES {
             return false;
         }
-        let (taken, wake) = match write_now(&self.socket, pieces()) {
+        let (taken, wake) = match self.socket.write_now(pieces()) {
             Ok(written) if written == total => (true, false),
             // Nothing went: the stream's own task sends them, racing its ends.
             Ok(0) => (false, false),
@@ -192,6 +263,7 @@ impl Outlet for Wire {
                     skip -= from;
                 }
                 state.busy = true;
+                self.partial_puts.inc();
                 (true, true)
             }
             Err(_) => {
@@ -229,7 +301,11 @@ pub(super) async fn write_detached(socket: Arc<TcpStream>, detached: Detached, l
         outlet,
         chunked,
     } = detached;
-    let wire = Arc::new(Wire::new(socket.clone(), chunked));
+    let wire = Arc::new(Wire::new(
+        socket.clone(),
+        chunked,
+        limits.partial_puts.clone(),
+    ));
     outlet.lend(wire.clone());
     let socket = &*socket;
     let mut out = Out {
@@ -250,15 +326,10 @@ pub(super) async fn write_detached(socket: Arc<TcpStream>, detached: Detached, l
     let mut ended = false;
     while !ended {
         let step = std::future::poll_fn(|cx| {
-            {
-                let mut state = wire.lock();
-                if state.broken {
-                    return Poll::Ready(Step::Gone);
-                }
-                if !state.tail.is_empty() {
-                    return Poll::Ready(Step::Tail(std::mem::take(&mut state.tail)));
-                }
-                state.busy = true;
+            match wire.claim() {
+                Claim::Gone => return Poll::Ready(Step::Gone),
+                Claim::Tail(tail) => return Poll::Ready(Step::Tail(tail)),
+                Claim::Claimed => {}
             }
             // Every frame ready now, up to a bound, to go in one write.
             while chunks.len() < MAX_CHUNKS_PER_WRITE {
@@ -276,14 +347,7 @@ pub(super) async fn write_detached(socket: Arc<TcpStream>, detached: Detached, l
             }
             // Nothing in hand: the feed may write to the socket until the writer takes
             // frames again.
-            {
-                let mut state = wire.lock();
-                state.busy = false;
-                match &mut state.waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    waker => *waker = Some(cx.waker().clone()),
-                }
-            }
+            wire.lend(cx.waker());
             // The client leaving is checked when there is nothing to write: with frames to
             // write, a departed client shows as a failed write (or, when the socket is full,
             // in `Out::send`'s race).
@@ -575,6 +639,9 @@ pub(super) fn relay(
     .boxed()
 }
 
+#[cfg(all(test, buildlogs_loom))]
+pub(crate) mod model;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,13 +655,14 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         server.writable().await.unwrap();
-        let wire = Wire::new(Arc::new(server), true);
+        let wire = Wire::new(Arc::new(server), true, Counter::default());
         let small = |text: &'static str| [Bytes::from_static(text.as_bytes())];
         assert!(
             !wire.try_put(&small("early")),
             "busy until the writer is idle"
         );
-        wire.lock().busy = false;
+        assert_eq!(wire.claim(), Claim::Claimed);
+        wire.lend(Waker::noop());
         assert!(wire.try_put(&small("data: x\n\n")));
         let large = [Bytes::from(vec![b'y'; MAX_PUT_BYTES])];
         assert!(!wire.try_put(&large), "a burst is the writer's");

@@ -117,34 +117,64 @@ async fn connections_stay_bounded_with_200_streams_over_100_jobs() {
     assert_eq!(app.state.hub().live_jobs(), 0, "every job's reader stopped");
 }
 
+/// Eight viewers join while 3,000 lines are being written: each is told to join a few lines
+/// into a segment of the burst, and the writer goes past that segment only once the joiner has
+/// its `start`, so every join lands while lines flow, strictly inside the burst.
 #[tokio::test]
 async fn joining_during_a_burst_loses_nothing() {
+    const JOINERS: usize = 8;
+    const SEGMENT: usize = 375;
     let app = spawn_app().await;
     let job = app.job("user_a", "code").await;
     let writer = app.writer.clone();
     let j = job.clone();
+    let (join_now, mut join_when) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (joined, mut until_joined) = tokio::sync::mpsc::unbounded_channel::<()>();
     let burst = tokio::spawn(async move {
-        for i in 0..3000 {
+        for i in 0..JOINERS * SEGMENT {
+            if i % SEGMENT == SEGMENT - 1 {
+                until_joined.recv().await.expect("the joiner started");
+            }
             writer
                 .append(&j, Source::Stdout, "build", &format!("b{i}"))
                 .await
                 .unwrap();
+            if i % SEGMENT == 10 {
+                join_now.send(()).unwrap();
+            }
         }
         writer.set_status(&j, "ready", "").await.unwrap();
     });
     let mut joiners = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..JOINERS {
+        join_when.recv().await.expect("the burst goes on");
         let mut sse = app.stream(&job, &token("user_a"), None).await;
         let start: StreamId = sse.start().await.id.unwrap().parse().unwrap();
         joiners.push((start, sse));
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        joined.send(()).unwrap();
     }
     burst.await.unwrap();
-    let all = app
-        .store
-        .range_after(&job, StreamId::ZERO, 10_000)
-        .await
-        .unwrap();
+    // Read back in pages: one read of all 3,000 can outlast the store's 2-s command timeout
+    // on a loaded machine.
+    let mut all = Vec::new();
+    loop {
+        let after = all
+            .last()
+            .map_or(StreamId::ZERO, |e: &buildlogs::store::LogEntry| e.id);
+        let page = app.store.range_after(&job, after, 500).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        all.extend(page);
+    }
+    assert_eq!(all.len(), JOINERS * SEGMENT);
+    let (first, last) = (all[0].id, all[all.len() - 1].id);
+    for (start, _) in &joiners {
+        assert!(
+            first < *start && *start < last,
+            "joined mid-burst: {first} < {start} < {last}"
+        );
+    }
     for (start, mut sse) in joiners {
         let (logs, done) = sse.until_done().await;
         assert!(done.is_some());
@@ -399,6 +429,13 @@ async fn more_lines_than_the_socket_takes_at_once_arrive_whole() {
     .await
     .unwrap();
     assert!(raw.ends_with(b"\r\n0\r\n\r\n"), "the stream's last chunk");
+    // The path this test is about ran: a put the socket took only part of, whose rest the
+    // stream's own task sent.
+    let partial = app.metric("buildlogs_partial_puts_total").await;
+    assert!(
+        partial >= 1.0,
+        "no put met a nearly full socket ({partial})"
+    );
     let body = dechunk(&raw);
     let logs: Vec<(&str, &str)> = body
         .split("\n\n")

@@ -6,6 +6,7 @@ mod auth;
 mod dev_mode;
 mod edge;
 mod fanout;
+mod gate;
 mod hardening;
 #[allow(dead_code)] // shared with the drills binary, which uses other parts
 mod helpers;

@@ -35,6 +35,22 @@ async fn kill_clients_named(redis: &RedisServer, name: &str) -> usize {
     killed
 }
 
+/// Waits (polling the metrics endpoint, bounded) until a counter reaches `at_least`.
+async fn await_metric_at_least(app: &TestApp, name: &str, at_least: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = app.metric(name).await;
+        if value >= at_least {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed {value}, expected at least {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Reads log ids until `n` have arrived (heartbeats skipped).
 async fn read_ids(sse: &mut SseClient, n: usize) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
@@ -135,8 +151,8 @@ async fn redis_unreachable_for_a_while() {
     assert_eq!(refused.status, 503);
     drop(refused);
 
-    // Down long enough for the reader and the monitor to fail and back off a few times.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Down until the live reader has failed and backed off a few times.
+    await_metric_at_least(&app, "buildlogs_live_read_failures_total", 3.0).await;
     app.redis.as_mut().unwrap().restart();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while app.client().get("/readyz").send().await.0.status() != 200 {
@@ -197,8 +213,9 @@ async fn redis_hanging_sigstop_then_back() {
     assert_eq!(refused.status, 503);
     timed(503, started, "a new stream");
     drop(refused);
-    // Hung long enough for the live reader's blocking read to time out.
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    // Hung until the live reader's blocking read has timed out (its only way to fail while
+    // Redis keeps its sockets open but answers nothing).
+    await_metric_at_least(&app, "buildlogs_live_read_failures_total", 1.0).await;
 
     app.redis.as_ref().unwrap().resume();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

@@ -226,6 +226,22 @@ async fn thousand_connect_disconnect_cycles_leave_nothing_behind() {
     );
 }
 
+/// Waits (polling the instance's metrics, bounded) until a metric has `value`.
+async fn await_metric(server: &Instance, name: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let current = server.metric(name).await;
+        if current == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed {current}, expected {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn server_quiesce(server: &Instance) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.metric("buildlogs_open_streams").await != 0.0
@@ -292,14 +308,18 @@ async fn a_viewer_that_never_reads_does_not_grow_server_memory() {
                 }
                 let _: () = pipe.query_async(&mut conn).await.unwrap();
             }
-            // Let the server push what it will push.
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
+    // The first burst fills every bounded buffer and takes the stalled viewers past their lag
+    // limit: the server has pushed what it will once it has cut all five and let the feed go.
     burst(0).await;
+    await_metric(&server, "buildlogs_slow_viewers_disconnected_total", 5.0).await;
+    await_metric(&server, "buildlogs_open_streams", 0.0).await;
+    await_metric(&server, "buildlogs_live_jobs", 0.0).await;
     let rss_filled = server.rss_kb();
     for round in 1..4 {
         burst(round).await;
+        await_metric(&server, "buildlogs_live_jobs", 0.0).await;
     }
     let rss_after = server.rss_kb();
     assert!(

@@ -2,6 +2,7 @@
 //! loopback port ([`RedisServer`]), or a local Redis Cluster of 3 masters and 3 replicas
 //! ([`RedisCluster`]) that a test can fail over and reshard; never the machine's 6379, each
 //! with a scratch directory of its own, killed when dropped.
+#![forbid(unsafe_code)]
 
 pub mod cluster;
 mod redis_server;
