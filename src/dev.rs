@@ -164,7 +164,10 @@ impl DevKit {
              Follow the demo job live (a new demo job, demo-2, demo-3, …, starts every {every}s):\n\
              curl -N -H \"Authorization: Bearer $TOKEN\" {base}/api/jobs/demo-1/logs/stream\n\n\
              Its history:\n\
-             curl -H \"Authorization: Bearer $TOKEN\" \"{base}/api/jobs/demo-1/logs?limit=20\"\n",
+             curl -H \"Authorization: Bearer $TOKEN\" \"{base}/api/jobs/demo-1/logs?limit=20\"\n\n\
+             Download the whole log as demo-1.log (colour codes stripped), and search it:\n\
+             curl -OJ -H \"Authorization: Bearer $TOKEN\" \"{base}/api/jobs/demo-1/logs/raw?ansi=strip\"\n\
+             curl -H \"Authorization: Bearer $TOKEN\" \"{base}/api/jobs/demo-1/logs/search?q=FAIL\"\n",
             every = self.every.as_secs(),
         );
 
@@ -249,7 +252,15 @@ fn viewer_token(signer: Data<&Arc<Signer>>) -> Response {
         .into_response()
 }
 
-/// Synthetic build output: install, build, test, then `ready`; about 15 lines a second.
+/// ANSI colours, as compilers and test runners print them (the runner strips them; other
+/// writers do not).
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[1;31m";
+const RESET: &str = "\x1b[0m";
+
+/// Synthetic build output: install, build, test, then `ready`; about 15 lines a second, with
+/// colours, and one test that fails before it passes on a retry.
 async fn run_demo_job(writer: &LogWriter, job: &JobId, secs: u64) -> anyhow::Result<()> {
     let total = (secs * 15).max(12) as usize;
     let mut rng = rand::rngs::StdRng::from_entropy();
@@ -326,7 +337,7 @@ async fn run_demo_job(writer: &LogWriter, job: &JobId, secs: u64) -> anyhow::Res
                         (
                             Source::Stderr,
                             format!(
-                                "warning: {module}:{}:{} 'value' is declared but never read",
+                                "{YELLOW}warning{RESET}: {module}:{}:{} 'value' is declared but never read",
                                 rng.gen_range(1..200),
                                 rng.gen_range(1..40)
                             ),
@@ -342,10 +353,34 @@ async fn run_demo_job(writer: &LogWriter, job: &JobId, secs: u64) -> anyhow::Res
                         )
                     }
                 }
+                _ if step == per_phase / 2 => {
+                    let module = modules[step % modules.len()];
+                    for (source, text) in [
+                        (
+                            Source::Stdout,
+                            format!(" {RED}✗ FAIL{RESET} test {}/{per_phase} {module}", step + 1),
+                        ),
+                        (
+                            Source::Stderr,
+                            "   AssertionError: expected 200 to equal 404".to_owned(),
+                        ),
+                        (Source::Stderr, format!("     at {module}:42:17")),
+                        (Source::Stdout, format!("   retrying {module} (1 of 2)")),
+                    ] {
+                        writer.append(job, source, phase, &text).await?;
+                    }
+                    (
+                        Source::Stdout,
+                        format!(
+                            " {GREEN}✓{RESET} test {}/{per_phase} {module} passed on retry",
+                            step + 1
+                        ),
+                    )
+                }
                 _ => (
                     Source::Stdout,
                     format!(
-                        " ✓ test {}/{} {} ({} ms)",
+                        " {GREEN}✓{RESET} test {}/{} {} ({} ms)",
                         step + 1,
                         per_phase,
                         modules[step % modules.len()],

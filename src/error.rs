@@ -41,6 +41,7 @@ error_codes! {
     InvalidJobId = ("invalid_job_id", BAD_REQUEST, "Invalid job id"),
     InvalidCursor = ("invalid_cursor", BAD_REQUEST, "Invalid cursor"),
     InvalidLimit = ("invalid_limit", BAD_REQUEST, "Invalid limit"),
+    InvalidQuery = ("invalid_query", BAD_REQUEST, "Invalid query"),
     TooManyStreams = ("too_many_streams", TOO_MANY_REQUESTS, "Too many streams"),
     StoreUnavailable = ("store_unavailable", SERVICE_UNAVAILABLE, "Log store unavailable"),
     Internal = ("internal", INTERNAL_SERVER_ERROR, "Internal server error"),
@@ -72,8 +73,13 @@ pub enum ApiError {
     InvalidJobId,
     #[error("{0} must be a full stream id `<ms>-<seq>` (two unsigned 64-bit integers)")]
     InvalidCursor(&'static str),
+    #[error("give at most one of before_id, after_id and around_id")]
+    CursorConflict,
     #[error("limit must be an integer from 1 to 500")]
     InvalidLimit,
+    /// A search or download parameter (`q`, `regex`, `case_sensitive`, `ansi`, `timestamps`).
+    #[error("{0}")]
+    InvalidQuery(String),
     #[error("too many open streams (per user or on this instance); retry later")]
     TooManyStreams { retry_after_secs: u64 },
     #[error("the log store is unavailable; retry shortly")]
@@ -94,8 +100,9 @@ impl ApiError {
             Self::Unauthorized => ErrorCode::Unauthorized,
             Self::JobNotFound => ErrorCode::JobNotFound,
             Self::InvalidJobId => ErrorCode::InvalidJobId,
-            Self::InvalidCursor(_) => ErrorCode::InvalidCursor,
+            Self::InvalidCursor(_) | Self::CursorConflict => ErrorCode::InvalidCursor,
             Self::InvalidLimit => ErrorCode::InvalidLimit,
+            Self::InvalidQuery(_) => ErrorCode::InvalidQuery,
             Self::TooManyStreams { .. } => ErrorCode::TooManyStreams,
             Self::StoreUnavailable => ErrorCode::StoreUnavailable,
             Self::Internal => ErrorCode::Internal,
@@ -122,6 +129,10 @@ impl From<crate::store::StoreError> for ApiError {
             crate::store::StoreError::Other(detail)
             | crate::store::StoreError::Incompatible(detail) => {
                 tracing::error!(%detail, "store error");
+                Self::Internal
+            }
+            crate::store::StoreError::WrongType => {
+                tracing::error!("a key of another type reached the API");
                 Self::Internal
             }
         }

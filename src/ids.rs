@@ -94,6 +94,39 @@ impl StreamId {
             },
         }
     }
+
+    /// The greatest id smaller than this one; `None` for `0-0`.
+    pub fn prev(self) -> Option<Self> {
+        match self.seq.checked_sub(1) {
+            Some(seq) => Some(Self { ms: self.ms, seq }),
+            None => Some(Self {
+                ms: self.ms.checked_sub(1)?,
+                seq: u64::MAX,
+            }),
+        }
+    }
+
+    /// Parses an id as Redis sends it (`<ms>-<seq>` in ASCII digits), with no allocation.
+    pub fn parse_bytes(raw: &[u8]) -> Result<Self, InvalidStreamId> {
+        fn part(s: &[u8]) -> Result<u64, InvalidStreamId> {
+            if s.is_empty() {
+                return Err(InvalidStreamId);
+            }
+            s.iter().try_fold(0u64, |n, &b| {
+                if !b.is_ascii_digit() {
+                    return Err(InvalidStreamId);
+                }
+                n.checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                    .ok_or(InvalidStreamId)
+            })
+        }
+        let dash = memchr::memchr(b'-', raw).ok_or(InvalidStreamId)?;
+        Ok(Self {
+            ms: part(&raw[..dash])?,
+            seq: part(&raw[dash + 1..])?,
+        })
+    }
 }
 
 impl FromStr for StreamId {
@@ -170,6 +203,9 @@ mod tests {
         assert_eq!(StreamId::new(5, 1).next(), StreamId::new(5, 2));
         assert_eq!(StreamId::new(5, u64::MAX).next(), StreamId::new(6, 0));
         assert_eq!(StreamId::MAX.next(), StreamId::MAX);
+        assert_eq!(StreamId::new(6, 0).prev(), Some(StreamId::new(5, u64::MAX)));
+        assert_eq!(StreamId::new(5, 2).prev(), Some(StreamId::new(5, 1)));
+        assert_eq!(StreamId::ZERO.prev(), None);
         assert_eq!(StreamId::new(17, 3).to_string(), "17-3");
     }
 
@@ -183,6 +219,13 @@ mod tests {
             fn stream_ids_round_trip(ms: u64, seq: u64) {
                 let id = StreamId::new(ms, seq);
                 prop_assert_eq!(id.to_string().parse::<StreamId>(), Ok(id));
+                prop_assert_eq!(StreamId::parse_bytes(id.to_string().as_bytes()), Ok(id));
+                prop_assert_eq!(id.next().prev(), (id != StreamId::MAX).then_some(id).or(id.prev()));
+            }
+
+            #[test]
+            fn both_parsers_agree(raw in "[0-9+-]{0,24}|.{0,24}") {
+                prop_assert_eq!(StreamId::parse_bytes(raw.as_bytes()), raw.parse::<StreamId>());
             }
 
             #[test]

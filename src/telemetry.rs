@@ -101,7 +101,7 @@ impl Metrics {
         });
         registry.register(
             "buildlogs_open_streams",
-            "Open log streams (SSE responses) on this instance",
+            "Open log streams (SSE responses) and downloads in progress on this instance",
             open_streams.clone(),
         );
         registry.register(
@@ -230,6 +230,12 @@ fn route_of(path: &str) -> &'static str {
             "/api/jobs/{job_id}/logs/stream"
         }
         p if p.starts_with("/api/jobs/") && p.ends_with("/logs") => "/api/jobs/{job_id}/logs",
+        p if p.starts_with("/api/jobs/") && p.ends_with("/logs/raw") => {
+            "/api/jobs/{job_id}/logs/raw"
+        }
+        p if p.starts_with("/api/jobs/") && p.ends_with("/logs/search") => {
+            "/api/jobs/{job_id}/logs/search"
+        }
         _ => "other",
     }
 }

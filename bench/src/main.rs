@@ -15,7 +15,9 @@
 //! 10 lines/s each, the jobs' lines spread evenly over each tick, with history requests
 //! alongside), `idle` (10,000 streams on heartbeats),
 //! `history` (pages of 100 from a 100,000-line stream, 64 concurrent clients, against a bare
-//! Redis client doing the same reads); and two floors that run no buildlogs at all, `floor` (a
+//! Redis client doing the same reads), `download` and `search` (a 1,000,000-line log as text,
+//! and scanned for a rare `q`, each against a bare `XRANGE … COUNT 1000` client in the same run;
+//! see `readlog.rs`); and two floors that run no buildlogs at all, `floor` (a
 //! bare `XREAD BLOCK` client) and `sendfloor` (a bare socket server fanning lines out to
 //! `--viewers` connections). The live scenarios run once per `--modes` entry (`fanout`,
 //! `naive`), so the shared-reader engine and the per-viewer design are measured side by side.
@@ -41,6 +43,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+mod readlog;
+
 use anyhow::{Context as _, bail};
 use buildlogs::dev::{Signer, generate_rsa_pem};
 use buildlogs_test_support::{ClusterConfig, RedisCluster, RedisServer, free_port};
@@ -49,7 +53,8 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks buildlogs against the contract's performance targets")]
 struct Args {
-    /// Scenarios, comma-separated: fanout, many, idle, history; and two floors without buildlogs:
+    /// Scenarios, comma-separated: fanout, many, idle, history, download, search; and two floors
+    /// without buildlogs:
     /// floor (a bare `XREAD` client: Redis's own latency) and sendfloor (a bare socket server
     /// sending each line to `--viewers` connections: the machine's own fan-out latency); and
     /// soak (viewers joining, leaving, stalling and renewing tokens over bursty jobs for `--secs`;
@@ -57,7 +62,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "fanout,many,idle,history"
+        default_value = "fanout,many,idle,history,download,search"
     )]
     scenarios: Vec<String>,
     /// Where the fanout and many scenarios' logs are, comma-separated: single (one Redis),
@@ -1280,6 +1285,14 @@ async fn main() -> anyhow::Result<()> {
             "history" => {
                 eprintln!("running history…");
                 rows.push(history(&bin, &keys, args.secs).await?);
+            }
+            "download" => {
+                eprintln!("running download…");
+                rows.push(readlog::download(&bin, &keys, args.secs).await?);
+            }
+            "search" => {
+                eprintln!("running search…");
+                rows.push(readlog::search(&bin, &keys, args.secs).await?);
             }
             "soak" => {
                 eprintln!("running soak…");

@@ -53,6 +53,13 @@ pub fn from_extractor(err: &poem::Error) -> ApiError {
         return match param.name {
             "job_id" => ApiError::InvalidJobId,
             "before_id" => ApiError::InvalidCursor("before_id"),
+            "after_id" => ApiError::InvalidCursor("after_id"),
+            "around_id" => ApiError::InvalidCursor("around_id"),
+            "q" => ApiError::InvalidQuery(crate::search::QueryError::Length.to_string()),
+            "regex" | "case_sensitive" | "timestamps" => {
+                ApiError::InvalidQuery(format!("{} must be true or false", param.name))
+            }
+            "ansi" => ApiError::InvalidQuery("ansi must be keep or strip".to_owned()),
             "Last-Event-ID" => ApiError::InvalidCursor("Last-Event-ID"),
             "limit" => ApiError::InvalidLimit,
             _ => {

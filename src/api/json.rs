@@ -1,7 +1,8 @@
-//! A JSON payload serialised straight from the type with serde.
+//! JSON written by the engine itself (a history or search page, straight from the store's
+//! reply), published with the schema of the type it is an instance of.
 //!
-//! poem-openapi's `Json` builds a `serde_json::Value` tree first; for a page of 100 log lines
-//! that tree is most of the response's cost. The spec is the same as `Json<T>`'s.
+//! poem-openapi's `Json` builds a `serde_json::Value` tree first; the pages' bytes are written
+//! by [`crate::history`] and [`crate::search`] instead, and this payload only carries them.
 
 use poem::{IntoResponse, Response};
 use poem_openapi::{
@@ -9,11 +10,17 @@ use poem_openapi::{
     registry::{MetaSchemaRef, Registry},
     types::Type,
 };
-use serde::Serialize;
 
-pub struct FastJson<T>(pub T);
+/// Pre-rendered JSON with `T`'s schema in the spec.
+pub struct RawJson<T>(pub Vec<u8>, pub std::marker::PhantomData<T>);
 
-impl<T: Type + Serialize + Send> Payload for FastJson<T> {
+impl<T> RawJson<T> {
+    pub fn new(body: Vec<u8>) -> Self {
+        Self(body, std::marker::PhantomData)
+    }
+}
+
+impl<T: Type + Send> Payload for RawJson<T> {
     const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
 
     fn schema_ref() -> MetaSchemaRef {
@@ -25,16 +32,10 @@ impl<T: Type + Serialize + Send> Payload for FastJson<T> {
     }
 }
 
-impl<T: Serialize + Send> IntoResponse for FastJson<T> {
+impl<T: Send> IntoResponse for RawJson<T> {
     fn into_response(self) -> Response {
-        match serde_json::to_vec(&self.0) {
-            Ok(body) => Response::builder()
-                .content_type("application/json; charset=utf-8")
-                .body(body),
-            Err(err) => {
-                tracing::error!(error = %err, "serialising a response failed");
-                super::errors::problem_response(&crate::error::ApiError::Internal)
-            }
-        }
+        Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(self.0)
     }
 }

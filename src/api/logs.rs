@@ -1,4 +1,5 @@
-//! The two log operations: paginated history and the live Server-Sent Events stream.
+//! The log operations a viewer pages and follows: history (both ways, and around a line) and
+//! the live Server-Sent Events stream.
 
 use std::sync::Arc;
 
@@ -11,16 +12,15 @@ use poem_openapi::{
 
 use super::{
     errors::{error_responses, from_extractor},
-    json::FastJson,
+    json::RawJson,
     sse::SseFrames,
 };
 use crate::{
     app::AppState,
     auth::Session,
     error::ApiError,
-    history,
+    history::{self, Cursor},
     ids::{JobId, StreamId},
-    store::job_owned_by,
     stream::{self, Opened, Requester},
     wire::{Problem, payload::HistoryPage},
 };
@@ -29,7 +29,7 @@ pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 500;
 
 #[derive(Tags)]
-enum ApiTags {
+pub(super) enum ApiTags {
     /// Build logs of a job.
     Logs,
 }
@@ -44,12 +44,13 @@ pub enum HistoryResponse {
     /// A page of lines, oldest first.
     #[oai(status = 200)]
     Ok(
-        FastJson<HistoryPage>,
+        RawJson<HistoryPage>,
         /// Always `no-store`: the page is private to the job's owner.
         #[oai(header = "Cache-Control")]
         String,
     ),
-    /// Malformed `job_id` (`invalid_job_id`), `before_id` (`invalid_cursor`) or `limit` (`invalid_limit`).
+    /// Malformed `job_id` (`invalid_job_id`), a malformed cursor or more than one
+    /// (`invalid_cursor`), or a malformed `limit` (`invalid_limit`).
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<Problem>),
     /// Missing or invalid session token (`unauthorized`).
@@ -121,15 +122,21 @@ fn stream_bad_request(err: poem::Error) -> StreamResponse {
 impl LogsApi {
     /// Read a page of a job's log history
     ///
-    /// Lines strictly older than `before_id` (or the newest lines without it), oldest first.
-    /// Page backwards with `before_id = oldest_id` until `has_more` is false to visit every
-    /// retained line exactly once. Above a live stream, start from its `start` event's
-    /// `history_cursor`. A job with no log stream yet has an empty page.
+    /// At most one cursor: lines strictly older than `before_id` (the newest of them), strictly
+    /// newer than `after_id` (the oldest of them), or the page around `around_id` (the line
+    /// itself when retained, about half the page before it and the rest after; a line no
+    /// longer retained, or never written, is centred where it would stand); with none, the
+    /// newest lines. Lines come oldest first. Page backwards with `before_id = oldest_id` while
+    /// `has_more`, forwards with `after_id = newest_id` while `has_newer`: either visits every
+    /// retained line exactly once, lines appended meanwhile included. A line's id is its
+    /// permalink. Above a live stream, start from its `start` event's `history_cursor`. A page
+    /// stays under 1 MiB of JSON; a job with no log stream yet has an empty page.
     #[oai(
         path = "/api/jobs/:job_id/logs",
         method = "get",
         operation_id = "getJobLogs"
     )]
+    #[allow(clippy::too_many_arguments)]
     async fn history(
         &self,
         session: Session,
@@ -138,23 +145,39 @@ impl LogsApi {
         job_id: Path<JobId>,
         /// Exclusive upper bound: a stream id `<ms>-<seq>` (usually the previous page's `oldest_id`).
         before_id: Query<Option<StreamId>>,
+        /// Exclusive lower bound: a stream id `<ms>-<seq>` (usually the previous page's `newest_id`).
+        after_id: Query<Option<StreamId>>,
+        /// A line's id `<ms>-<seq>` (its permalink): the page centred on it.
+        around_id: Query<Option<StreamId>>,
         /// Lines per page, 1-500 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
     ) -> HistoryResponse {
         let result = async {
-            let (job, before) = (job_id.0, before_id.0);
+            let job = job_id.0;
+            let cursor = match (before_id.0, after_id.0, around_id.0) {
+                (None, None, None) => Cursor::Newest,
+                (Some(id), None, None) => Cursor::Before(id),
+                (None, Some(id), None) => Cursor::After(id),
+                (None, None, Some(id)) => Cursor::Around(id),
+                _ => return Err(ApiError::CursorConflict),
+            };
             let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
             if !(1..=MAX_LIMIT).contains(&limit) {
                 return Err(ApiError::InvalidLimit);
             }
-            job_owned_by(state.store(), &job, &session.user_id)
-                .await?
-                .ok_or(ApiError::JobNotFound)?;
-            Ok(history::page(state.store(), &job, before, limit as usize).await?)
+            history::page(
+                state.store(),
+                &job,
+                &session.user_id,
+                cursor,
+                limit as usize,
+            )
+            .await?
+            .ok_or(ApiError::JobNotFound)
         };
         match result.await {
-            Ok(page) => HistoryResponse::Ok(FastJson(page), "no-store".to_owned()),
+            Ok(page) => HistoryResponse::Ok(RawJson::new(page), "no-store".to_owned()),
             Err(err) => err.into(),
         }
     }

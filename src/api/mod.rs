@@ -1,7 +1,9 @@
 //! The HTTP API: the typed operations (poem-openapi) and the spec they publish. It speaks to
 //! the engine (`history`, `stream`) and the store trait, never to Redis or to sockets.
 //!
-//! `logs` holds the two operations; their payloads are [`crate::wire::payload`]'s types.
+//! `logs` holds the operations a viewer pages and follows (history, the live stream), `read`
+//! those over the whole log (download, search); their payloads are
+//! [`crate::wire::payload`]'s types.
 //! The document produced here is what `/openapi.json`, `buildlogs openapi` and the committed
 //! `openapi/openapi.json` contain.
 
@@ -9,17 +11,19 @@ pub mod errors;
 pub mod json;
 pub mod logs;
 pub mod params;
+pub mod read;
 pub mod sse;
 
 use poem_openapi::OpenApiService;
 
 pub use logs::LogsApi;
+pub use read::ReadApi;
 
 pub const TITLE: &str = "buildlogs";
 
 /// The API service, with its spec, independent of any running state.
-pub fn service() -> OpenApiService<LogsApi, ()> {
-    OpenApiService::new(LogsApi, TITLE, env!("CARGO_PKG_VERSION")).description(
+pub fn service() -> OpenApiService<(LogsApi, ReadApi), ()> {
+    OpenApiService::new((LogsApi, ReadApi), TITLE, env!("CARGO_PKG_VERSION")).description(
         "Live and historical build logs of jobs, for the jobs' owners.\n\n\
          Every `/api` operation takes a Clerk session token: `Authorization: Bearer <jwt>`, or, when \
          no Bearer header is present, the `__session` cookie. Only a job's owner sees it; anyone \

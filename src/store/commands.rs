@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::Fields;
+use super::{Fields, Span};
 use crate::ids::{JobId, StreamId};
 
 /// The record fields buildlogs reads: `user_id`, then `status`.
@@ -19,6 +19,32 @@ pub(super) fn stream_info(job: &JobId) -> redis::Cmd {
     cmd
 }
 
+/// Up to `count` entries of `span`, in its order (`XREVRANGE` for `Before`, `XRANGE` for
+/// `After`); `None` when the span is empty.
+pub(super) fn range(job: &JobId, span: Span, count: usize) -> Option<redis::Cmd> {
+    if span.is_empty() {
+        return None;
+    }
+    let mut cmd = match span {
+        Span::Before(before) => {
+            let mut cmd = redis::cmd("XREVRANGE");
+            cmd.arg(job.logs_key())
+                .arg(before.map_or_else(|| "+".to_owned(), |id| format!("({id}")))
+                .arg("-");
+            cmd
+        }
+        Span::After { after, until } => {
+            let mut cmd = redis::cmd("XRANGE");
+            cmd.arg(job.logs_key())
+                .arg(format!("({after}"))
+                .arg(until.map_or_else(|| "+".to_owned(), |id| id.to_string()));
+            cmd
+        }
+    };
+    cmd.arg("COUNT").arg(count);
+    Some(cmd)
+}
+
 /// Up to `count` entries strictly older than `before`, newest first; `None` when nothing can
 /// be older (`0-0`).
 pub(super) fn range_before(
@@ -26,33 +52,13 @@ pub(super) fn range_before(
     before: Option<StreamId>,
     count: usize,
 ) -> Option<redis::Cmd> {
-    let end = match before {
-        Some(StreamId::ZERO) => return None,
-        Some(id) => format!("({id}"),
-        None => "+".to_owned(),
-    };
-    let mut cmd = redis::cmd("XREVRANGE");
-    cmd.arg(job.logs_key())
-        .arg(end)
-        .arg("-")
-        .arg("COUNT")
-        .arg(count);
-    Some(cmd)
+    range(job, Span::Before(before), count)
 }
 
 /// Up to `count` entries strictly newer than `after`, oldest first; `None` when nothing can be
 /// newer.
 pub(super) fn range_after(job: &JobId, after: StreamId, count: usize) -> Option<redis::Cmd> {
-    if after == StreamId::MAX {
-        return None;
-    }
-    let mut cmd = redis::cmd("XRANGE");
-    cmd.arg(job.logs_key())
-        .arg(format!("({after}"))
-        .arg("+")
-        .arg("COUNT")
-        .arg(count);
-    Some(cmd)
+    range(job, Span::After { after, until: None }, count)
 }
 
 /// The runner's append: `XADD … MAXLEN ~ maxlen * field value …`.

@@ -22,7 +22,10 @@ use tokio::{
     time::Instant,
 };
 
-use super::{Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, StoreResult, StreamInfo};
+use super::{
+    EntryRef, Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, Scan, Scanned, Span,
+    StoreResult, StreamInfo,
+};
 use crate::{
     ids::{JobId, StreamId},
     writer::RUNNER_TTL,
@@ -242,6 +245,55 @@ impl LogStore for MemoryStore {
         };
         let start = stream.entries.partition_point(|e| e.id <= after);
         Ok(stream.entries.range(start..).take(count).cloned().collect())
+    }
+
+    async fn read(
+        &self,
+        job: &JobId,
+        with_job: bool,
+        scans: &mut [Scan<'_>],
+    ) -> StoreResult<(Option<Job>, Vec<Scanned>)> {
+        let mut state = self.lock();
+        let record = if with_job { state.job(job) } else { None };
+        let Some(stream) = state.stream(job) else {
+            return Ok((record, vec![Scanned::default(); scans.len()]));
+        };
+        let entries = &stream.entries;
+        let scanned = scans
+            .iter_mut()
+            .map(|scan| {
+                let mut scanned = Scanned::default();
+                let mut hand = |entry: &LogEntry| {
+                    let entry = EntryRef::from(entry);
+                    scanned.count(&entry);
+                    (scan.sink)(entry);
+                };
+                match scan.span {
+                    Span::Before(before) => {
+                        let end =
+                            before.map_or(entries.len(), |b| entries.partition_point(|e| e.id < b));
+                        entries
+                            .range(..end)
+                            .rev()
+                            .take(scan.count)
+                            .for_each(&mut hand);
+                    }
+                    Span::After { after, until } => {
+                        let start = entries.partition_point(|e| e.id <= after);
+                        let end =
+                            until.map_or(entries.len(), |u| entries.partition_point(|e| e.id <= u));
+                        if start < end {
+                            entries
+                                .range(start..end)
+                                .take(scan.count)
+                                .for_each(&mut hand);
+                        }
+                    }
+                }
+                scanned
+            })
+            .collect();
+        Ok((record, scanned))
     }
 
     async fn append(

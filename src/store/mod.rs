@@ -9,6 +9,7 @@ pub mod cluster;
 mod commands;
 pub mod memory;
 pub mod redis;
+pub mod resp;
 
 use std::{sync::Arc, time::Duration};
 
@@ -76,6 +77,113 @@ impl LogEntry {
     }
 }
 
+/// A stream entry as the store holds it, borrowed from its reply: the id and the four fields'
+/// bytes (empty when missing; not necessarily UTF-8). Readers turn these straight into their
+/// output (a page's JSON, a download's text, a search's matches) with no entry of their own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    pub id: StreamId,
+    pub ts: &'a [u8],
+    pub source: &'a [u8],
+    pub text: &'a [u8],
+    pub phase: &'a [u8],
+}
+
+impl EntryRef<'_> {
+    /// The bytes of its four fields.
+    pub fn size(&self) -> usize {
+        self.ts.len() + self.source.len() + self.text.len() + self.phase.len()
+    }
+
+    /// Sets the field `name` (one of the four; others are ignored).
+    pub(crate) fn set<'v>(entry: &mut EntryRef<'v>, name: &[u8], value: &'v [u8]) {
+        match name {
+            b"ts" => entry.ts = value,
+            b"source" => entry.source = value,
+            b"text" => entry.text = value,
+            b"phase" => entry.phase = value,
+            _ => {}
+        }
+    }
+}
+
+impl<'a> From<&'a LogEntry> for EntryRef<'a> {
+    fn from(e: &'a LogEntry) -> Self {
+        Self {
+            id: e.id,
+            ts: e.ts.as_bytes(),
+            source: e.source.as_bytes(),
+            text: e.text.as_bytes(),
+            phase: e.phase.as_bytes(),
+        }
+    }
+}
+
+/// Which entries a scan reads, and in which order. Both bounds are exclusive, as cursors are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// Strictly older than the id (from the newest when `None`), newest first.
+    Before(Option<StreamId>),
+    /// Strictly newer than `after`, and not newer than `until` when it is set, oldest first.
+    After {
+        after: StreamId,
+        until: Option<StreamId>,
+    },
+}
+
+impl Span {
+    /// Whether no entry can be in it (nothing is older than `0-0`, nothing newer than the max).
+    pub fn is_empty(self) -> bool {
+        match self {
+            Self::Before(Some(before)) => before == StreamId::ZERO,
+            Self::Before(None) => false,
+            Self::After { after, until } => {
+                after == StreamId::MAX || until.is_some_and(|until| until <= after)
+            }
+        }
+    }
+}
+
+/// What a scan's sink is handed, entry by entry, in the scan's order.
+pub type Sink<'s> = Box<dyn FnMut(EntryRef<'_>) + Send + 's>;
+
+/// One range read of a [`LogStore::read`]: up to `count` entries of `span`, handed to `sink`.
+pub struct Scan<'s> {
+    pub span: Span,
+    pub count: usize,
+    pub sink: Sink<'s>,
+}
+
+/// What one [`Scan`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scanned {
+    /// Entries handed to the sink: fewer than asked means the span has no more.
+    pub entries: usize,
+    /// The largest entry's [`EntryRef::size`], for sizing the next read.
+    pub largest: usize,
+}
+
+impl Scanned {
+    pub(crate) fn count(&mut self, entry: &EntryRef<'_>) {
+        self.entries += 1;
+        self.largest = self.largest.max(entry.size());
+    }
+}
+
+/// A job record as the runner wrote it: `None` when there is none (both fields missing), or
+/// when its `user_id` is not UTF-8, since such a record owns nothing (contract §1). A `status`
+/// that is not UTF-8 is kept lossily, so it is never terminal.
+pub fn job_from_fields(user_id: Option<&[u8]>, status: Option<&[u8]>) -> Option<Job> {
+    if user_id.is_none() && status.is_none() {
+        return None;
+    }
+    let user_id = std::str::from_utf8(user_id.unwrap_or_default()).ok()?;
+    Some(Job {
+        user_id: user_id.to_owned(),
+        status: JobStatus(String::from_utf8_lossy(status.unwrap_or_default()).into_owned()),
+    })
+}
+
 /// What `XINFO STREAM` says about a log stream; the input of the `reset` rule (contract §3).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct StreamInfo {
@@ -99,6 +207,10 @@ pub enum StoreError {
     /// The store is not one buildlogs can work with (too old a Redis).
     #[error("{0}")]
     Incompatible(String),
+    /// A key holds another type than the command reads (`WRONGTYPE`): an answer about the
+    /// data that each caller reads as the contract says (no such job, no stream).
+    #[error("a key holds another type")]
+    WrongType,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -145,6 +257,18 @@ pub trait LogStore: Send + Sync + 'static {
         after: StreamId,
         count: usize,
     ) -> StoreResult<Vec<LogEntry>>;
+
+    /// Runs `scans` in order, reading the job record first when `with_job` (`None` when not
+    /// asked for, or when there is no such job), in one round trip where the backend can. The
+    /// sinks see their entries whatever the record says: a caller that finds the job is not
+    /// the requester's drops what they made. A logs key of another type than a stream reads
+    /// as no stream (nothing), with a warning.
+    async fn read(
+        &self,
+        job: &JobId,
+        with_job: bool,
+        scans: &mut [Scan<'_>],
+    ) -> StoreResult<(Option<Job>, Vec<Scanned>)>;
 
     /// Appends an entry, trimming the stream to about `maxlen` entries and refreshing its expiry.
     async fn append(

@@ -1,7 +1,9 @@
 //! The Redis backend: the runner's keys, read exactly as written.
 //!
-//! Short commands (job lookups, history ranges, `XINFO`) go through the deadpool pool, whose
-//! connections time out any reply. Blocking `XREAD`s never do: each [`RedisLiveReader`] owns a
+//! Short commands (job lookups, `XINFO`) go through the deadpool pool, whose connections time
+//! out any reply. The reads that carry the most bytes (history, download, search: a record and
+//! ranges in one pipeline) go through [`resp`](super::resp)'s lean path, connections of its
+//! own whose replies are read in place. Blocking `XREAD`s never do: each [`RedisLiveReader`] owns a
 //! dedicated connection with no reply timeout of its own, so a dozen open streams cannot starve
 //! the pool that serves history. Pub/Sub hints come on another dedicated connection.
 
@@ -20,8 +22,8 @@ use redis::{AsyncConnectionConfig, Value, aio::MultiplexedConnection};
 use tokio::sync::Mutex;
 
 use super::{
-    Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, StoreError, StoreResult, StreamInfo,
-    commands,
+    EntryRef, Fields, Job, LiveReader, LogEntry, LogStore, Scan, Scanned, StoreError, StoreResult,
+    StreamInfo, commands, job_from_fields, resp,
 };
 use crate::{
     ids::{JobId, StreamId},
@@ -36,10 +38,29 @@ const BLOCK_MARGIN: Duration = Duration::from_secs(3);
 pub struct RedisStore {
     client: redis::Client,
     pool: Pool,
+    /// The lean read path (history, download, search).
+    raw: resp::RawPool,
     metrics: Arc<Metrics>,
 }
 
 impl RedisStore {
+    /// A range's entries; a logs key of another type reads as no stream.
+    async fn range(
+        &self,
+        what: &'static str,
+        job: &JobId,
+        cmd: &redis::Cmd,
+    ) -> StoreResult<Vec<LogEntry>> {
+        match self.run::<Value>(what, Request::Cmd(cmd)).await {
+            Ok(value) => parse_entries(value),
+            Err(StoreError::WrongType) => {
+                not_a_stream(job);
+                Ok(Vec::new())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     /// Builds the store. Connects lazily: the service starts even when Redis is down.
     pub fn new(url: &str, pool_size: usize, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
@@ -57,6 +78,7 @@ impl RedisStore {
         Ok(Self {
             client,
             pool,
+            raw: resp::RawPool::new(url, pool_size, COMMAND_TIMEOUT)?,
             metrics,
         })
     }
@@ -105,6 +127,10 @@ impl RedisStore {
     }
 
     fn observe_err(&self, what: &'static str, err: StoreError) -> StoreError {
+        if matches!(err, StoreError::WrongType) {
+            // An answer about the data, for the caller to read (no stream, no such job).
+            return err;
+        }
         self.metrics.redis_errors.inc();
         tracing::warn!(command = what, error = %err, "redis command failed");
         err
@@ -117,7 +143,9 @@ enum Request<'a> {
 }
 
 pub(super) fn map_err(err: redis::RedisError) -> StoreError {
-    if err.is_io_error()
+    if err.code() == Some("WRONGTYPE") {
+        StoreError::WrongType
+    } else if err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
@@ -156,24 +184,22 @@ impl LogStore for RedisStore {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
-        // Per-command results: a `job:{id}` key of another type (WRONGTYPE) is no such job,
-        // not a failure of the whole lookup.
+        // Per-command results: a key of another type fails only its own lookup.
         pipe.ignore_errors();
         for job in jobs {
             pipe.add_command(commands::job_record(job));
         }
-        let replies: Vec<redis::RedisResult<(Option<String>, Option<String>)>> =
+        let replies: Vec<redis::RedisResult<(Option<Vec<u8>>, Option<Vec<u8>>)>> =
             self.pipe("HMGET", &pipe).await?;
         replies
             .into_iter()
             .map(|reply| match reply {
-                Ok((None, None)) => Ok(None),
-                Ok((user_id, status)) => Ok(Some(Job {
-                    user_id: user_id.unwrap_or_default(),
-                    status: JobStatus(status.unwrap_or_default()),
-                })),
-                Err(err) if err.code() == Some("WRONGTYPE") => Ok(None),
-                Err(err) => Err(self.observe_err("HMGET", map_err(err))),
+                Ok((user_id, status)) => Ok(job_from_fields(user_id.as_deref(), status.as_deref())),
+                Err(err) => match map_err(err) {
+                    // A `job:{id}` key of another type is no such job.
+                    StoreError::WrongType => Ok(None),
+                    err => Err(self.observe_err("HMGET", err)),
+                },
             })
             .collect()
     }
@@ -190,7 +216,13 @@ impl LogStore for RedisStore {
                 Ok(value) => parse_stream_info(value).map(Some),
                 // The one error that is an answer: the key does not exist.
                 Err(e) if e.to_string().contains("no such key") => Ok(None),
-                Err(e) => Err(map_err(e)),
+                Err(e) => match map_err(e) {
+                    StoreError::WrongType => {
+                        not_a_stream(job);
+                        Ok(None)
+                    }
+                    err => Err(err),
+                },
             }
         })
         .await
@@ -205,7 +237,7 @@ impl LogStore for RedisStore {
         count: usize,
     ) -> StoreResult<Vec<LogEntry>> {
         match commands::range_before(job, before, count) {
-            Some(cmd) => parse_entries(self.query("XREVRANGE", &cmd).await?),
+            Some(cmd) => self.range("XREVRANGE", job, &cmd).await,
             None => Ok(Vec::new()),
         }
     }
@@ -217,9 +249,60 @@ impl LogStore for RedisStore {
         count: usize,
     ) -> StoreResult<Vec<LogEntry>> {
         match commands::range_after(job, after, count) {
-            Some(cmd) => parse_entries(self.query("XRANGE", &cmd).await?),
+            Some(cmd) => self.range("XRANGE", job, &cmd).await,
             None => Ok(Vec::new()),
         }
+    }
+
+    /// One pipeline: the record's `HMGET` (when asked) and every scan's range, each answered on
+    /// its own, so a key of another type fails only its own command. Read on the lean path
+    /// ([`resp`](super::resp)).
+    async fn read(
+        &self,
+        job: &JobId,
+        with_job: bool,
+        scans: &mut [Scan<'_>],
+    ) -> StoreResult<(Option<Job>, Vec<Scanned>)> {
+        let mut request = Vec::new();
+        let mut commands = 0;
+        if with_job {
+            commands::job_record(job).write_packed_command(&mut request);
+            commands += 1;
+        }
+        // Which reply each scan reads, if its span is not empty.
+        let mut replies = Vec::with_capacity(scans.len());
+        for scan in scans.iter() {
+            replies.push(commands::range(job, scan.span, scan.count).map(|cmd| {
+                cmd.write_packed_command(&mut request);
+                commands += 1;
+                commands - 1
+            }));
+        }
+        let mut scanned = vec![Scanned::default(); scans.len()];
+        if commands == 0 {
+            return Ok((None, scanned));
+        }
+        let mut record = None;
+        let mut each = |i: usize, reply: &[u8]| -> StoreResult<()> {
+            if with_job && i == 0 {
+                record = resp::job_record(reply)?;
+                return Ok(());
+            }
+            let Some(at) = replies.iter().position(|r| *r == Some(i)) else {
+                return Ok(());
+            };
+            scanned[at] = match resp::scan_range(reply, scans[at].sink.as_mut()) {
+                Err(StoreError::WrongType) => {
+                    not_a_stream(job);
+                    Scanned::default()
+                }
+                other => other?,
+            };
+            Ok(())
+        };
+        let result = self.raw.run(&request, commands, &mut each).await;
+        self.observe("XRANGE", result)?;
+        Ok((record, scanned))
     }
 
     async fn append(
@@ -288,6 +371,35 @@ pub struct RedisLiveReader {
 }
 
 impl RedisLiveReader {
+    /// The cursors whose keys are streams or do not exist yet (one `TYPE` each, pipelined).
+    async fn streams_only(
+        &self,
+        cursors: &[(JobId, StreamId)],
+    ) -> StoreResult<Vec<(JobId, StreamId)>> {
+        let mut pipe = redis::pipe();
+        for (job, _) in cursors {
+            pipe.cmd("TYPE").arg(job.logs_key());
+        }
+        let types = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            let mut conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            pipe.query_async::<Vec<String>>(&mut conn)
+                .await
+                .map_err(map_err)
+        })
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("TYPE timed out".into())))?;
+        Ok(cursors
+            .iter()
+            .zip(types)
+            .filter(|(_, kind)| matches!(kind.as_str(), "stream" | "none"))
+            .map(|(cursor, _)| cursor.clone())
+            .collect())
+    }
+
     async fn connection(&self) -> StoreResult<(MultiplexedConnection, i64)> {
         let mut slot = self.conn.lock().await;
         if let Some(conn) = slot.as_ref() {
@@ -360,6 +472,20 @@ impl LiveReader for RedisLiveReader {
         self.blocked_client.store(0, Ordering::SeqCst);
         let value = match reply {
             Ok(Ok(value)) => value,
+            // One of the keys is not a stream, which fails the whole `XREAD`: read the others
+            // (contract §1: that one is a stream with nothing to send yet).
+            Ok(Err(err)) if err.code() == Some("WRONGTYPE") => {
+                let streams = self.streams_only(cursors).await?;
+                if streams.len() == cursors.len() {
+                    return Err(StoreError::Other("XREAD: WRONGTYPE on stream keys".into()));
+                }
+                if streams.is_empty() {
+                    // Nothing to block on: the caller comes back after a short pause.
+                    tokio::time::sleep(block.min(Duration::from_millis(100))).await;
+                    return Ok(Vec::new());
+                }
+                return Box::pin(self.read(&streams, count, block)).await;
+            }
             Ok(Err(err)) => {
                 self.metrics.redis_errors.inc();
                 *self.conn.lock().await = None;
@@ -537,6 +663,92 @@ pub(super) fn parse_xread(value: Value) -> StoreResult<Vec<(JobId, Vec<LogEntry>
         out.push((job, parse_entries(entries)?));
     }
     Ok(out)
+}
+
+/// A logs key of another type than a stream is no stream (contract §1): worth a warning, since
+/// someone wrote it, but never an error.
+pub(super) fn not_a_stream(job: &JobId) {
+    tracing::warn!(key = %job.logs_key(), "the logs key is not a stream; serving it as no stream");
+}
+
+/// An `HMGET user_id status` reply as a job record (see [`job_from_fields`]).
+pub(super) fn record_reply(reply: redis::RedisResult<Value>) -> StoreResult<Option<Job>> {
+    let value = match reply.map_err(map_err) {
+        Ok(value) => value,
+        Err(StoreError::WrongType) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let field = |v: &Value| match v {
+        Value::BulkString(b) => Ok(Some(b.clone())),
+        Value::SimpleString(s) => Ok(Some(s.clone().into_bytes())),
+        Value::Nil => Ok(None),
+        _ => Err(bad_reply("HMGET")),
+    };
+    match value {
+        Value::Array(items) if items.len() == 2 => {
+            let (user_id, status) = (field(&items[0])?, field(&items[1])?);
+            Ok(job_from_fields(user_id.as_deref(), status.as_deref()))
+        }
+        _ => Err(bad_reply("HMGET")),
+    }
+}
+
+fn bytes(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// Hands the entries of an `XRANGE`/`XREVRANGE` reply to `sink`, borrowing their bytes: flat
+/// field lists (RESP2) and maps (RESP3) alike; an entry with no fields (nil) has empty ones.
+pub(super) fn scan_reply(
+    value: &Value,
+    sink: &mut (dyn FnMut(EntryRef<'_>) + Send + '_),
+) -> StoreResult<Scanned> {
+    let mut scanned = Scanned::default();
+    let items = match value {
+        Value::Nil => return Ok(scanned),
+        Value::Array(items) => items,
+        _ => return Err(bad_reply("stream range")),
+    };
+    for item in items {
+        let Value::Array(parts) = item else {
+            return Err(bad_reply("stream entry"));
+        };
+        let id = match parts.first() {
+            Some(Value::BulkString(id)) => StreamId::parse_bytes(id),
+            Some(Value::SimpleString(id)) => StreamId::parse_bytes(id.as_bytes()),
+            _ => return Err(bad_reply("stream entry")),
+        }
+        .map_err(|_| bad_reply("stream id"))?;
+        let mut entry = EntryRef {
+            id,
+            ..EntryRef::default()
+        };
+        match parts.get(1) {
+            None | Some(Value::Nil) => {}
+            Some(Value::Array(fields)) => {
+                for pair in fields.chunks_exact(2) {
+                    if let (Some(name), Some(value)) = (bytes(&pair[0]), bytes(&pair[1])) {
+                        EntryRef::set(&mut entry, name, value);
+                    }
+                }
+            }
+            Some(Value::Map(fields)) => {
+                for (name, value) in fields {
+                    if let (Some(name), Some(value)) = (bytes(name), bytes(value)) {
+                        EntryRef::set(&mut entry, name, value);
+                    }
+                }
+            }
+            Some(_) => return Err(bad_reply("field list")),
+        }
+        scanned.count(&entry);
+        sink(entry);
+    }
+    Ok(scanned)
 }
 
 pub(super) fn parse_stream_info(value: Value) -> StoreResult<StreamInfo> {

@@ -2,6 +2,7 @@
 //! endpoints ([`payload`]; the spec's schemas derive from them), Server-Sent Event frames
 //! rendered once and shared ([`sse`]), and the problem+json error body.
 
+pub mod lines;
 pub mod payload;
 pub mod sse;
 

@@ -91,16 +91,38 @@ impl From<LogEntry> for LogLine {
     }
 }
 
-/// A page of history, oldest line first.
+/// A page of history, oldest line first. Its bytes are written by [`crate::history`]; this
+/// type gives the spec its schema.
 #[derive(Clone, Debug, PartialEq, Eq, Object, Serialize)]
 pub struct HistoryPage {
-    /// Lines strictly older than `before_id`, oldest first.
+    /// The page's lines, oldest first: older than `before_id`, newer than `after_id`, around
+    /// `around_id`, or the newest.
     pub lines: Vec<LogLine>,
-    /// Whether older lines exist: fetch them with `before_id = oldest_id`.
+    /// Whether retained lines older than the page existed (for an empty page: older than the
+    /// cursor): fetch them with `before_id = oldest_id`.
     pub has_more: bool,
     /// Id of the oldest line in `lines`; null when `lines` is empty.
     #[oai(nullable)]
     pub oldest_id: Nullable<String>,
+    /// Whether retained lines newer than the page existed (for an empty page: newer than the
+    /// cursor): fetch them with `after_id = newest_id`.
+    pub has_newer: bool,
+    /// Id of the newest line in `lines`; null when `lines` is empty.
+    #[oai(nullable)]
+    pub newest_id: Nullable<String>,
+}
+
+/// A page of search matches (contract §10). Its bytes are written by [`crate::search`]; this
+/// type gives the spec its schema.
+#[derive(Clone, Debug, PartialEq, Eq, Object, Serialize)]
+pub struct SearchPage {
+    /// Matching lines, oldest first.
+    pub matches: Vec<LogLine>,
+    /// Id of the last line examined; null when none was. Continue with `after_id = scanned_to`.
+    #[oai(nullable)]
+    pub scanned_to: Nullable<String>,
+    /// Whether retained lines after `scanned_to` existed: call again to search them.
+    pub has_more: bool,
 }
 
 /// `retry`: sent first, as the SSE `retry:` field (not an event): how long a browser waits

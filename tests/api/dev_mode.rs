@@ -16,6 +16,8 @@ struct DevServer {
     token: String,
     stream_url: String,
     history_url: String,
+    raw_url: String,
+    search_url: String,
     output: Vec<String>,
 }
 
@@ -44,7 +46,8 @@ fn start_dev(extra_env: &[(&str, &str)]) -> DevServer {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut output = Vec::new();
     let (mut token, mut stream_url, mut history_url) = (None, None, None);
-    while history_url.is_none() {
+    let (mut raw_url, mut search_url) = (None, None);
+    while search_url.is_none() {
         let line = lines
             .next()
             .expect("dev mode printed its commands")
@@ -52,13 +55,19 @@ fn start_dev(extra_env: &[(&str, &str)]) -> DevServer {
         if let Some(t) = line.strip_prefix("TOKEN=") {
             token = Some(t.to_owned());
         }
-        if line.starts_with("curl -N ") {
-            stream_url = line.split_whitespace().last().map(str::to_owned);
-        } else if line.starts_with("curl ") {
-            history_url = line
-                .split_whitespace()
+        let url = || {
+            line.split_whitespace()
                 .last()
-                .map(|u| u.trim_matches('"').to_owned());
+                .map(|u| u.trim_matches('"').to_owned())
+        };
+        if line.starts_with("curl -N ") {
+            stream_url = url();
+        } else if line.starts_with("curl ") && line.contains("/logs/raw") {
+            raw_url = url();
+        } else if line.starts_with("curl ") && line.contains("/logs/search") {
+            search_url = url();
+        } else if line.starts_with("curl ") {
+            history_url = url();
         }
         output.push(line);
     }
@@ -68,6 +77,8 @@ fn start_dev(extra_env: &[(&str, &str)]) -> DevServer {
         token: token.expect("a printed token"),
         stream_url: stream_url.expect("a printed curl -N command"),
         history_url: history_url.expect("a printed history command"),
+        raw_url: raw_url.expect("a printed download command"),
+        search_url: search_url.expect("a printed search command"),
         output,
     }
 }
@@ -172,6 +183,38 @@ async fn dev_mode_end_to_end() {
         .unwrap();
     let streamed: Vec<String> = all.iter().map(|e| e.id.clone().unwrap()).collect();
     assert_eq!(page_ids(&page), streamed);
+
+    // The printed download: every line, colours stripped; the printed search: the failed test.
+    let text = http
+        .get(&dev.raw_url)
+        .bearer_auth(&dev.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text.lines().count(), all.len());
+    assert!(!text.contains('\x1b'), "stripped: {text}");
+    assert!(
+        all.iter()
+            .any(|e| e.json()["text"].as_str().unwrap().contains("\x1b[")),
+        "the demo's output has colours"
+    );
+    let found: Value = http
+        .get(&dev.search_url)
+        .bearer_auth(&dev.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let matches = found["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 1, "one failing test: {found}");
+    assert!(
+        text.contains(&buildlogs::ansi::strip(matches[0]["text"].as_str().unwrap()).into_owned())
+    );
 
     // Another user's token is not accepted: the dev key signs only what dev mode prints.
     let resp = http

@@ -39,12 +39,16 @@ fn spec_declares_every_error_and_the_stream_events() {
     let spec: serde_json::Value = serde_json::from_str(&buildlogs::api::spec_json()).unwrap();
     let history = &spec["paths"]["/api/jobs/{job_id}/logs"]["get"];
     let stream = &spec["paths"]["/api/jobs/{job_id}/logs/stream"]["get"];
+    let raw = &spec["paths"]["/api/jobs/{job_id}/logs/raw"]["get"];
+    let search = &spec["paths"]["/api/jobs/{job_id}/logs/search"]["get"];
     for (op, statuses) in [
         (history, &["200", "400", "401", "404", "500", "503"][..]),
         (
             stream,
             &["200", "204", "400", "401", "404", "429", "500", "503"][..],
         ),
+        (raw, &["200", "400", "401", "404", "429", "500", "503"][..]),
+        (search, &["200", "400", "401", "404", "500", "503"][..]),
     ] {
         for status in statuses {
             assert!(op["responses"][status].is_object(), "{status} declared");
@@ -70,6 +74,20 @@ fn spec_declares_every_error_and_the_stream_events() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert!(params.contains(&"Last-Event-ID"));
+    assert_eq!(
+        raw["responses"]["200"]["content"]["text/plain; charset=utf-8"]["schema"]["type"], "string",
+        "the download is text"
+    );
+    assert_eq!(
+        search["responses"]["200"]["content"]["application/json; charset=utf-8"]["schema"]["$ref"],
+        "#/components/schemas/SearchPage"
+    );
+    assert!(
+        spec["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&"invalid_query".into())
+    );
     let items =
         &stream["responses"]["200"]["content"]["text/event-stream"]["schema"]["items"]["$ref"];
     assert_eq!(items, "#/components/schemas/StreamEvent");

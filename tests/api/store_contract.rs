@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use buildlogs::{
     ids::{JobId, StreamId},
-    store::{Job, JobStatus, LogStore},
+    store::{EntryRef, Job, JobStatus, LogStore, Scan, Span},
     writer::{LogWriter, Source},
 };
 use futures_util::StreamExt;
@@ -27,6 +27,8 @@ both_backends!(
     live_read_wakes_on_append_and_on_interrupt,
     live_read_watches_many_streams,
     status_hints_follow_published_events,
+    ranged_reads_with_the_record,
+    whole_log_reads_are_the_same_everywhere,
 );
 
 /// The backend's store, and the app that keeps its server (or cluster) alive.
@@ -231,4 +233,148 @@ async fn status_hints_follow_published_events(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(hinted, job);
+}
+
+async fn ranged_reads_with_the_record(backend: Backend) {
+    let (store, _app) = store(backend).await;
+    let writer = LogWriter::new(store.clone());
+    let job = unique_job();
+    writer.create_job(&job, "user_x", "code").await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            writer
+                .append(&job, Source::Stdout, "p", &format!("l{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let (mut newest, mut middle, mut none) = (Vec::new(), Vec::new(), Vec::new());
+    let (record, scanned) = {
+        let (a, b, c) = (&mut newest, &mut middle, &mut none);
+        let mut scans = [
+            Scan {
+                span: Span::Before(None),
+                count: 3,
+                sink: Box::new(move |e: EntryRef<'_>| {
+                    a.push((e.id, String::from_utf8_lossy(e.text).into_owned()))
+                }),
+            },
+            Scan {
+                span: Span::After {
+                    after: ids[4],
+                    until: Some(ids[7]),
+                },
+                count: 10,
+                sink: Box::new(move |e: EntryRef<'_>| b.push(e.id)),
+            },
+            Scan {
+                span: Span::Before(Some(StreamId::ZERO)),
+                count: 10,
+                sink: Box::new(move |e: EntryRef<'_>| c.push(e.id)),
+            },
+        ];
+        store.read(&job, true, &mut scans).await.unwrap()
+    };
+    assert_eq!(record.unwrap().user_id, "user_x");
+    assert_eq!(
+        newest,
+        vec![
+            (ids[19], "l19".to_owned()),
+            (ids[18], "l18".to_owned()),
+            (ids[17], "l17".to_owned())
+        ]
+    );
+    assert_eq!(middle, ids[5..=7], "exclusive after, inclusive until");
+    assert!(none.is_empty());
+    assert_eq!(
+        scanned.iter().map(|s| s.entries).collect::<Vec<_>>(),
+        [3, 3, 0]
+    );
+    assert_eq!(
+        scanned[0].largest,
+        "2026-11-24T03:05:57.123456+00:00".len() + 6 + 3 + 1
+    );
+    // No record asked for, or none there: `None`, and the ranges still read.
+    let (record, scanned) = store
+        .read(
+            &unique_job(),
+            true,
+            &mut [Scan {
+                span: Span::Before(None),
+                count: 5,
+                sink: Box::new(|_: EntryRef<'_>| {}),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!((record, scanned[0].entries), (None, 0));
+}
+
+/// Download, search and paging through the app give the same bytes on every backend.
+async fn whole_log_reads_are_the_same_everywhere(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    let job = app.job("user_a", "failed").await;
+    for text in [
+        "\x1b[32mok\x1b[0m one",
+        "\x1b]0;title\x07two \x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\",
+        "three FAILED",
+    ] {
+        app.writer
+            .append_fields(
+                &job,
+                &[
+                    ("ts", "T"),
+                    ("source", "stdout"),
+                    ("text", text),
+                    ("phase", "p"),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let get = |path: String| {
+        let app = &app;
+        async move {
+            let resp = app
+                .http
+                .get(app.url(&path))
+                .bearer_auth(token("user_a"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            resp.text().await.unwrap()
+        }
+    };
+    assert_eq!(
+        get(format!(
+            "/api/jobs/{job}/logs/raw?ansi=strip&timestamps=true"
+        ))
+        .await,
+        "T ok one\nT two link\nT three FAILED\n"
+    );
+    let found: serde_json::Value =
+        serde_json::from_str(&get(format!("/api/jobs/{job}/logs/search?q=LINK")).await).unwrap();
+    assert_eq!(found["matches"].as_array().unwrap().len(), 1);
+    assert_eq!(found["has_more"], false);
+    let newest: serde_json::Value =
+        serde_json::from_str(&get(format!("/api/jobs/{job}/logs?limit=1")).await).unwrap();
+    let middle: serde_json::Value = serde_json::from_str(
+        &get(format!(
+            "/api/jobs/{job}/logs?around_id={}&limit=1",
+            found["matches"][0]["id"].as_str().unwrap()
+        ))
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        middle["lines"], found["matches"],
+        "a match opens as its permalink"
+    );
+    assert_eq!(
+        (&middle["has_more"], &middle["has_newer"]),
+        (&true.into(), &true.into())
+    );
+    assert_eq!(newest["lines"][0]["text"], "three FAILED");
 }

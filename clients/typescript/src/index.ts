@@ -23,8 +23,10 @@ export {
   type HistoryPagerOptions,
   historyPages,
 } from "./history.js";
+export { type DownloadOptions, downloadLog, type LogDownload } from "./download.js";
 export type { ConnectionOptions } from "./http.js";
 export { compareStreamIds, nextStreamId } from "./ids.js";
+export { fetchSearchPage, type SearchOptions, searchLog } from "./search.js";
 export {
   type BackoffOptions,
   type JobLogEventsOptions,
@@ -52,5 +54,6 @@ export type {
   ResetData,
   ResetReason,
   RetryData,
+  SearchPage,
   StartData,
 } from "./types.js";

@@ -2,8 +2,9 @@
  * Names for the generated schema types. Every payload type here is an alias of
  * `components["schemas"][...]` from `generated/schema.ts` (generated from `openapi/openapi.json`),
  * never a hand-written interface: regenerate with `npm run generate` when the spec changes.
- * The one adjustment: `oldest_id` is always present, `string | null`, as the server sends it,
- * whether or not the spec in use marks it optional (the client fills in `null` if it is missing).
+ * The one adjustment: `oldest_id` (and a page's `newest_id`) is always present, `string | null`,
+ * as the server sends it, whether or not the spec in use marks it optional (the client fills in
+ * `null` if it is missing).
  */
 import type { components, operations, paths } from "./generated/schema.js";
 
@@ -18,8 +19,21 @@ type WithOldestId<T> = Flat<Omit<T, "oldest_id"> & { oldest_id: string | null }>
 
 /** One log line (`event: log` data, and an item of a history page). */
 export type LogLine = Schemas["LogLine"];
-/** A page of history, oldest line first. `oldest_id`: the first line's id, null when `lines` is empty. */
-export type HistoryPage = WithOldestId<Schemas["HistoryPage"]>;
+/**
+ * A page of history, oldest line first. `oldest_id` / `newest_id`: the first and last line's ids,
+ * null when `lines` is empty; `has_more` / `has_newer`: whether older / newer lines exist.
+ */
+export type HistoryPage = Flat<
+  Omit<Schemas["HistoryPage"], "oldest_id" | "newest_id"> & {
+    oldest_id: string | null;
+    newest_id: string | null;
+  }
+>;
+/**
+ * A page of search matches, oldest first. `scanned_to`: the last line examined (null when none
+ * was); `has_more`: whether lines after it remain to be searched.
+ */
+export type SearchPage = Flat<Omit<Schemas["SearchPage"], "scanned_to"> & { scanned_to: string | null }>;
 /** `event: start` data. */
 export type StartData = Schemas["StartData"];
 /** `event: heartbeat` data (`{}`). */

@@ -34,9 +34,12 @@ use redis::{
 };
 
 use super::{
-    Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, StoreError, StoreResult, StreamInfo,
-    commands,
-    redis::{COMMAND_TIMEOUT, check_version, map_err, parse_entries, parse_stream_info},
+    Fields, Job, LiveReader, LogEntry, LogStore, Scan, Scanned, StoreError, StoreResult,
+    StreamInfo, commands,
+    redis::{
+        COMMAND_TIMEOUT, check_version, map_err, not_a_stream, parse_entries, parse_stream_info,
+        record_reply, scan_reply,
+    },
 };
 use crate::{
     ids::{JobId, StreamId},
@@ -141,8 +144,21 @@ impl ClusterStore {
         self.observe(what, result)
     }
 
+    /// A range read's reply; a logs key of another type reads as no stream (nil).
+    async fn range(&self, what: &'static str, job: &JobId, cmd: &redis::Cmd) -> StoreResult<Value> {
+        match self.query::<Value>(what, cmd).await {
+            Err(StoreError::WrongType) => {
+                not_a_stream(job);
+                Ok(Value::Nil)
+            }
+            other => other,
+        }
+    }
+
     fn observe<T>(&self, what: &'static str, result: StoreResult<T>) -> StoreResult<T> {
-        if let Err(err) = &result {
+        if let Err(err) = &result
+            && !matches!(err, StoreError::WrongType)
+        {
             self.metrics.redis_errors.inc();
             tracing::warn!(command = what, error = %err, "redis cluster command failed");
         }
@@ -180,25 +196,9 @@ impl LogStore for ClusterStore {
         let cmd = commands::job_record(job);
         let reply = self
             .short
-            .run(|mut conn| async move {
-                match cmd
-                    .query_async::<(Option<String>, Option<String>)>(&mut conn)
-                    .await
-                {
-                    Ok(fields) => Ok(Some(fields)),
-                    // A `job:{id}` key of another type is no such job.
-                    Err(err) if err.code() == Some("WRONGTYPE") => Ok(None),
-                    Err(err) => Err(err),
-                }
-            })
+            .run(|mut conn| async move { Ok(cmd.query_async::<Value>(&mut conn).await) })
             .await;
-        match self.observe("HMGET", reply)? {
-            None | Some((None, None)) => Ok(None),
-            Some((user_id, status)) => Ok(Some(Job {
-                user_id: user_id.unwrap_or_default(),
-                status: JobStatus(status.unwrap_or_default()),
-            })),
-        }
+        self.observe("HMGET", reply.and_then(record_reply))
     }
 
     /// One command per job, concurrently: the records live in different slots.
@@ -217,6 +217,10 @@ impl LogStore for ClusterStore {
             Ok(value) => parse_stream_info(value).map(Some),
             // The one error that is an answer: the key does not exist.
             Err(StoreError::Other(detail)) if detail.contains("no such key") => Ok(None),
+            Err(StoreError::WrongType) => {
+                not_a_stream(job);
+                Ok(None)
+            }
             Err(err) => Err(err),
         }
     }
@@ -228,7 +232,10 @@ impl LogStore for ClusterStore {
         count: usize,
     ) -> StoreResult<Vec<LogEntry>> {
         match commands::range_before(job, before, count) {
-            Some(cmd) => parse_entries(self.query("XREVRANGE", &cmd).await?),
+            Some(cmd) => self
+                .range("XREVRANGE", job, &cmd)
+                .await
+                .and_then(parse_entries),
             None => Ok(Vec::new()),
         }
     }
@@ -240,9 +247,42 @@ impl LogStore for ClusterStore {
         count: usize,
     ) -> StoreResult<Vec<LogEntry>> {
         match commands::range_after(job, after, count) {
-            Some(cmd) => parse_entries(self.query("XRANGE", &cmd).await?),
+            Some(cmd) => self
+                .range("XRANGE", job, &cmd)
+                .await
+                .and_then(parse_entries),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// The record and the ranges concurrently: they live in different slots, so they cannot
+    /// share a pipeline, but they share the wait.
+    async fn read(
+        &self,
+        job: &JobId,
+        with_job: bool,
+        scans: &mut [Scan<'_>],
+    ) -> StoreResult<(Option<Job>, Vec<Scanned>)> {
+        let record = async {
+            match with_job {
+                true => self.job(job).await,
+                false => Ok(None),
+            }
+        };
+        let spans: Vec<_> = scans.iter().map(|scan| (scan.span, scan.count)).collect();
+        let ranges = join_all(spans.into_iter().map(|(span, count)| async move {
+            match commands::range(job, span, count) {
+                Some(cmd) => self.range("XRANGE", job, &cmd).await,
+                None => Ok(Value::Nil),
+            }
+        }));
+        let (record, replies) = futures_util::join!(record, ranges);
+        let record = record?;
+        let mut scanned = Vec::with_capacity(scans.len());
+        for (scan, reply) in scans.iter_mut().zip(replies) {
+            scanned.push(self.observe("XRANGE", scan_reply(&reply?, scan.sink.as_mut()))?);
+        }
+        Ok((record, scanned))
     }
 
     /// `XADD`, then `EXPIRE`, as single commands: redis-rs follows `MOVED`/`ASK` for those, not

@@ -619,6 +619,12 @@ async fn read_one(
 }
 
 fn classify(err: RedisError, node: Addr, slot: u16) -> Outcome {
+    if err.code() == Some("WRONGTYPE") {
+        // A logs key of another type is a stream with nothing to send yet (contract §1), not
+        // a failed read that would hold back the others' reads.
+        tracing::warn!(node = %node, "a logs key is not a stream; serving it as no stream");
+        return Outcome::Entries(Vec::new());
+    }
     if let Some((to, _)) = err.redirect_node() {
         let ask = matches!(err.kind(), ErrorKind::Server(ServerErrorKind::Ask));
         return Outcome::Redirect {

@@ -13,10 +13,15 @@ export interface paths {
         };
         /**
          * Read a page of a job's log history
-         * @description Lines strictly older than `before_id` (or the newest lines without it), oldest first.
-         *     Page backwards with `before_id = oldest_id` until `has_more` is false to visit every
-         *     retained line exactly once. Above a live stream, start from its `start` event's
-         *     `history_cursor`. A job with no log stream yet has an empty page.
+         * @description At most one cursor: lines strictly older than `before_id` (the newest of them), strictly
+         *     newer than `after_id` (the oldest of them), or the page around `around_id` (the line
+         *     itself when retained, about half the page before it and the rest after; a line no
+         *     longer retained, or never written, is centred where it would stand); with none, the
+         *     newest lines. Lines come oldest first. Page backwards with `before_id = oldest_id` while
+         *     `has_more`, forwards with `after_id = newest_id` while `has_newer`: either visits every
+         *     retained line exactly once, lines appended meanwhile included. A line's id is its
+         *     permalink. Above a live stream, start from its `start` event's `history_cursor`. A page
+         *     stays under 1 MiB of JSON; a job with no log stream yet has an empty page.
          */
         get: operations["getJobLogs"];
         put?: never;
@@ -51,10 +56,64 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/jobs/{job_id}/logs/raw": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download a job's whole log as text
+         * @description Every retained line, oldest first, up to and including the newest line when the
+         *     request was accepted (`Buildlogs-Last-Id` names it), as `text/plain` attachment
+         *     `<job_id>.log`. `ansi=strip` removes ANSI escape sequences; `timestamps=true` puts each
+         *     line's `ts` before it. The body is streamed as it is read, and a download in progress
+         *     counts against the stream caps (429 past them). A job with no log stream yet has an
+         *     empty body.
+         */
+        get: operations["downloadJobLog"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/jobs/{job_id}/logs/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Search a job's whole log
+         * @description Lines whose text, without its ANSI escape sequences, contains `q` (or, with
+         *     `regex=true`, a match of the pattern `q` in the syntax of Rust's `regex` crate), oldest
+         *     first from `after_id`. A page stops after `limit` matches or 100,000 lines examined,
+         *     and under 1 MiB of JSON; while `has_more`, call again with `after_id = scanned_to`:
+         *     every match is reported exactly once. A job with no log stream yet has no matches.
+         */
+        get: operations["searchJobLogs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @description What a download does with ANSI escape sequences in the text.
+         * @enum {string}
+         */
+        AnsiMode: "keep" | "strip";
         /**
          * DoneData
          * @description `event: done`: the job is terminal and every line written before that has been sent. The
@@ -68,7 +127,7 @@ export interface components {
          * @description A stable, machine-readable error code.
          * @enum {string}
          */
-        ErrorCode: "unauthorized" | "job_not_found" | "invalid_job_id" | "invalid_cursor" | "invalid_limit" | "too_many_streams" | "store_unavailable" | "internal" | "not_found" | "method_not_allowed" | "bad_request";
+        ErrorCode: "unauthorized" | "job_not_found" | "invalid_job_id" | "invalid_cursor" | "invalid_limit" | "invalid_query" | "too_many_streams" | "store_unavailable" | "internal" | "not_found" | "method_not_allowed" | "bad_request";
         /**
          * @description A job's final status.
          * @enum {string}
@@ -81,15 +140,29 @@ export interface components {
         HeartbeatData: Record<string, never>;
         /**
          * HistoryPage
-         * @description A page of history, oldest line first.
+         * @description A page of history, oldest line first. Its bytes are written by [`crate::history`]; this
+         *     type gives the spec its schema.
          */
         HistoryPage: {
-            /** @description Lines strictly older than `before_id`, oldest first. */
+            /**
+             * @description The page's lines, oldest first: older than `before_id`, newer than `after_id`, around
+             *     `around_id`, or the newest.
+             */
             lines: components["schemas"]["LogLine"][];
-            /** @description Whether older lines exist: fetch them with `before_id = oldest_id`. */
+            /**
+             * @description Whether retained lines older than the page existed (for an empty page: older than the
+             *     cursor): fetch them with `before_id = oldest_id`.
+             */
             has_more: boolean;
             /** @description Id of the oldest line in `lines`; null when `lines` is empty. */
             oldest_id: string | null;
+            /**
+             * @description Whether retained lines newer than the page existed (for an empty page: newer than the
+             *     cursor): fetch them with `after_id = newest_id`.
+             */
+            has_newer: boolean;
+            /** @description Id of the newest line in `lines`; null when `lines` is empty. */
+            newest_id: string | null;
         };
         /**
          * LogLine
@@ -158,6 +231,19 @@ export interface components {
             retry_ms: number;
         };
         /**
+         * SearchPage
+         * @description A page of search matches (contract §10). Its bytes are written by [`crate::search`]; this
+         *     type gives the spec its schema.
+         */
+        SearchPage: {
+            /** @description Matching lines, oldest first. */
+            matches: components["schemas"]["LogLine"][];
+            /** @description Id of the last line examined; null when none was. Continue with `after_id = scanned_to`. */
+            scanned_to: string | null;
+            /** @description Whether retained lines after `scanned_to` existed: call again to search them. */
+            has_more: boolean;
+        };
+        /**
          * StartData
          * @description `event: start`, with `id:` the position the stream starts after.
          */
@@ -191,6 +277,10 @@ export interface operations {
             query?: {
                 /** @description Exclusive upper bound: a stream id `<ms>-<seq>` (usually the previous page's `oldest_id`). */
                 before_id?: string;
+                /** @description Exclusive lower bound: a stream id `<ms>-<seq>` (usually the previous page's `newest_id`). */
+                after_id?: string;
+                /** @description A line's id `<ms>-<seq>` (its permalink): the page centred on it. */
+                around_id?: string;
                 /** @description Lines per page, 1-500 (default 100). */
                 limit?: number;
             };
@@ -214,7 +304,10 @@ export interface operations {
                     "application/json; charset=utf-8": components["schemas"]["HistoryPage"];
                 };
             };
-            /** @description Malformed `job_id` (`invalid_job_id`), `before_id` (`invalid_cursor`) or `limit` (`invalid_limit`). */
+            /**
+             * @description Malformed `job_id` (`invalid_job_id`), a malformed cursor or more than one
+             *     (`invalid_cursor`), or a malformed `limit` (`invalid_limit`).
+             */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -339,6 +432,200 @@ export interface operations {
             429: {
                 headers: {
                     "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An internal failure (`internal`); details are in the server's log only. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The log store is down or not answering (`store_unavailable`); retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    downloadJobLog: {
+        parameters: {
+            query?: {
+                /** @description `keep` (default) or `strip` the text's ANSI escape sequences. */
+                ansi?: components["schemas"]["AnsiMode"];
+                /** @description `true`: each line starts with its `ts` and a space (default `false`). */
+                timestamps?: boolean;
+            };
+            header?: never;
+            path: {
+                /** @description The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`. */
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description Every retained line up to the newest one when the request was accepted, oldest first:
+             *     each line's text (after its `ts` and a space with `timestamps=true`), then `\n`.
+             */
+            200: {
+                headers: {
+                    /** @description `attachment; filename="<job_id>.log"`. */
+                    "CONTENT-DISPOSITION": string;
+                    /** @description Always `no-store`: the log is private to the job's owner. */
+                    "CACHE-CONTROL": string;
+                    /** @description Always `nosniff`. */
+                    "X-CONTENT-TYPE-OPTIONS": string;
+                    /**
+                     * @description The id of the last line in the body (absent when it is empty): follow on live from
+                     *     it with `Last-Event-ID`.
+                     */
+                    "BUILDLOGS-LAST-ID"?: string;
+                    /** @description `true` when lines older than the body's first were trimmed away (absent otherwise). */
+                    "BUILDLOGS-TRUNCATED"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain; charset=utf-8": string;
+                };
+            };
+            /** @description Malformed `job_id` (`invalid_job_id`), `ansi` or `timestamps` (`invalid_query`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid session token (`unauthorized`). */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such job, or not yours (`job_not_found`); the two are indistinguishable. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Too many open streams and downloads for this user or this instance
+             *     (`too_many_streams`); retry after `Retry-After` seconds.
+             */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An internal failure (`internal`); details are in the server's log only. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The log store is down or not answering (`store_unavailable`); retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    searchJobLogs: {
+        parameters: {
+            query: {
+                /** @description What to find: 1-256 characters, a literal (or a pattern with `regex=true`). */
+                q: string;
+                /** @description `true`: `q` is a pattern (matched in time linear in the text). Default `false`. */
+                regex?: boolean;
+                /** @description `true`: letter case must match. Default `false`. */
+                case_sensitive?: boolean;
+                /**
+                 * @description Exclusive: where the scan starts, a stream id `<ms>-<seq>` (usually the previous
+                 *     page's `scanned_to`). Default: the first retained line.
+                 */
+                after_id?: string;
+                /** @description Matches per page, 1-500 (default 100). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`. */
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of matches, oldest first, and where the scan stopped. */
+            200: {
+                headers: {
+                    /** @description Always `no-store`: the page is private to the job's owner. */
+                    "CACHE-CONTROL": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json; charset=utf-8": components["schemas"]["SearchPage"];
+                };
+            };
+            /**
+             * @description Malformed `job_id` (`invalid_job_id`), `after_id` (`invalid_cursor`), `limit`
+             *     (`invalid_limit`), or `q`, `regex`, `case_sensitive` (`invalid_query`: a missing, empty
+             *     or too long `q`, or a pattern that does not compile or is too big).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid session token (`unauthorized`). */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such job, or not yours (`job_not_found`); the two are indistinguishable. */
+            404: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
