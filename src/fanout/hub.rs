@@ -62,6 +62,9 @@ pub(super) struct Feed {
     pub(super) done: Mutex<Option<Done>>,
     /// Lines published so far, for the lag limit of viewers whose writes are blocked.
     pub(super) head: watch::Sender<u64>,
+    /// Cancelled when the feed is revoked: it ends the streams of viewers whose writes are
+    /// blocked (and who would not take the `Revoked` message until their client reads).
+    revoked: CancellationToken,
 }
 
 impl Feed {
@@ -88,6 +91,7 @@ impl Feed {
     }
 
     fn revoke(&self) {
+        self.revoked.cancel();
         self.chan.send(FeedMsg::Revoked);
     }
 }
@@ -205,6 +209,7 @@ impl Hub {
                     )),
                     done: Mutex::new(None),
                     head: watch::Sender::new(0),
+                    revoked: CancellationToken::new(),
                 });
                 feeds.insert(job.clone(), feed.clone());
                 self.inner.metrics.live_jobs.set(feeds.len() as i64);
@@ -386,6 +391,7 @@ impl FeedSubscription {
     pub(super) fn lag_watch(&self) -> LagWatch {
         LagWatch {
             head: self.feed.head.subscribe(),
+            revoked: self.feed.revoked.clone(),
             mark: self.mark.clone(),
             limit: self.hub.max_lag as u64,
             cut: self.hub.metrics.slow_viewers_cut.clone(),

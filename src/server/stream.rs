@@ -3,7 +3,7 @@
 //! Once a stream has left hyper ([`Detached`], HTTP/1), nothing of hyper's watches the
 //! connection any more, so the writer does: it keeps reading the socket and discards what
 //! arrives (end-of-file, a reset or any error means the client is gone), and it races every
-//! blocked write against the stream's ends ([`StreamEnds`]: token expiry, lag limit), shutdown,
+//! blocked write against the stream's ends ([`StreamEnds`]: token expiry, lag limit, revocation), shutdown,
 //! the client leaving and the stall limit (no write progress for that long). So a stream ends
 //! however its client leaves or stalls, and releases everything it held at once.
 //!
@@ -127,7 +127,7 @@ fn encode_head(resp: &Response, chunked: bool) -> Vec<u8> {
 enum Stop {
     /// The client left, the socket failed, or the body failed.
     Gone,
-    /// Shutdown, token expiry, lag limit or stall while a write was blocked.
+    /// Shutdown, token expiry, lag limit, revocation or stall while a write was blocked.
     Cut,
 }
 

@@ -216,7 +216,7 @@ impl Drop for StreamWatch {
 enum Cut {
     /// Waiting for the peer for the stall limit.
     Stall,
-    /// An event stream's end (expiry, lag limit, shutdown) while waiting for the peer.
+    /// An event stream's end (expiry, lag limit, revocation, shutdown) while waiting for the peer.
     End,
     /// The whole connection stalled.
     Connection,

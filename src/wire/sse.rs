@@ -19,6 +19,7 @@ use futures_util::{
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio::{sync::watch, time::Instant};
+use tokio_util::sync::CancellationToken;
 
 use super::payload::{LogLine, StreamEvent};
 
@@ -134,6 +135,9 @@ pub struct StreamEnds {
 pub struct LagWatch {
     /// Lines the feed has published so far.
     pub head: watch::Receiver<u64>,
+    /// Cancelled when the feed is revoked (the job's record vanished or changed owner): the
+    /// stream ends even while its writes are blocked.
+    pub revoked: CancellationToken,
     /// `head` when the viewer last took lines from the feed.
     pub mark: Arc<AtomicU64>,
     /// Lines the viewer may fall behind before its stream is ended.
@@ -143,22 +147,30 @@ pub struct LagWatch {
 }
 
 impl StreamEnds {
-    /// Resolves once the token has expired or the viewer has fallen too far behind.
+    /// Resolves once the token has expired, the viewer has fallen too far behind, or its feed
+    /// was revoked.
     pub async fn reached(mut self) {
         let lag = async {
             let Some(lag) = self.lag.as_mut() else {
                 return std::future::pending().await;
             };
             loop {
+                if lag.revoked.is_cancelled() {
+                    return;
+                }
                 let head = *lag.head.borrow_and_update();
                 if head.saturating_sub(lag.mark.load(Ordering::Relaxed)) > lag.limit {
                     tracing::info!("a blocked viewer fell too far behind; ending its stream");
                     lag.cut.inc();
                     return;
                 }
-                if lag.head.changed().await.is_err() {
-                    // The feed is gone (its job finished): it publishes nothing more.
-                    return std::future::pending().await;
+                tokio::select! {
+                    () = lag.revoked.cancelled() => return,
+                    changed = lag.head.changed() => if changed.is_err() {
+                        // The feed is gone (its job finished): it publishes nothing more, and
+                        // a feed that is gone can no longer be revoked.
+                        return std::future::pending().await;
+                    },
                 }
             }
         };

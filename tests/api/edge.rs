@@ -219,6 +219,49 @@ async fn a_stalled_reader_is_cut_after_the_stall_limit() {
 }
 
 #[tokio::test]
+async fn a_stalled_reader_is_cut_when_its_job_is_revoked() {
+    // Neither the stall limit nor the lag limit can end it within the test: only the
+    // revocation (the record vanishes) can, and within 5 s (§2), though its writes are blocked
+    // and its task never gets to take the feed's `Revoked` message.
+    let app = spawn_app_with(Backend::Redis, |c| {
+        c.viewer_max_lag = 10_000_000;
+        c.stream_stall_secs = 600;
+    })
+    .await;
+    let job = app.job("user_a", "code").await;
+    let _stalled = stalled_viewer(&app, job.as_str(), &token("user_a")).await;
+    gauge_within(&app, "buildlogs_open_streams", 1.0, Duration::from_secs(5)).await;
+    let flooding = flood(&app, &job);
+    // Far more than the socket buffers hold: the stream's writes are blocked.
+    let mut conn = app.redis.as_ref().unwrap().conn().await;
+    loop {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(job.logs_key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if len > 2_000 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(app.metric("buildlogs_open_streams").await, 1.0);
+    let _: i64 = redis::cmd("DEL")
+        .arg(job.record_key())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    gauge_within(&app, "buildlogs_open_streams", 0.0, Duration::from_secs(5)).await;
+    flooding.abort();
+    for (counter, what) in [
+        ("buildlogs_stalled_streams_disconnected_total", "stall"),
+        ("buildlogs_slow_viewers_disconnected_total", "lag"),
+    ] {
+        assert_eq!(app.metric(counter).await, 0.0, "ended by the {what} limit");
+    }
+}
+
+#[tokio::test]
 async fn a_stalled_reader_does_not_hold_up_shutdown() {
     let mut app = spawn_app_with(Backend::Redis, |c| {
         c.viewer_max_lag = 10_000_000;
