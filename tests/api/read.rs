@@ -253,6 +253,32 @@ async fn a_download_in_progress_holds_a_slot_and_an_abandoned_one_frees_it() {
     app.await_metric("buildlogs_open_streams", 0.0).await;
 }
 
+#[tokio::test]
+async fn a_download_whose_client_stops_reading_is_cut_by_the_stall_limit() {
+    let stall = Duration::from_secs(2);
+    let app = spawn_app_with(Backend::Redis, |c| {
+        c.max_streams_per_user = 1;
+        c.stream_stall_secs = stall.as_secs();
+    })
+    .await;
+    let job = app.job("user_a", "ready").await;
+    fill(&app, &job, 120_000, None).await;
+    let started = std::time::Instant::now();
+    let _held = stalled_download(&app, &job).await;
+    app.await_metric("buildlogs_open_streams", 1.0).await;
+    // The client stays connected and reads nothing: the connection is closed once the socket
+    // has taken nothing for the stall limit, and the download's slot comes back.
+    tokio::time::timeout(
+        stall + Duration::from_secs(5),
+        app.await_metric("buildlogs_open_streams", 0.0),
+    )
+    .await
+    .expect("the stalled download still holds its slot");
+    assert!(started.elapsed() >= stall, "{:?}", started.elapsed());
+    let resp = download(&app, &job, "", "user_a").await;
+    assert_eq!(resp.status(), 200);
+}
+
 /// The service as a process of its own, so that its resident memory is its own.
 struct ServerProcess {
     child: Child,
