@@ -6,7 +6,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -31,8 +34,9 @@ const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A verified token is remembered this long (never past its `exp` + leeway), so a client paging
 /// history or reconnecting with the same token costs no RSA verification.
 const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(60);
-/// Most tokens remembered at once; the cache starts over when full.
-const VERIFIED_CACHE_MAX: usize = 10_000;
+/// About how many tokens are remembered at once. Past it, the coldest few make room (a reader
+/// who keeps presenting the same token keeps its entry); nothing ever empties the whole cache.
+const VERIFIED_CACHE_CAPACITY: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
@@ -170,7 +174,9 @@ pub struct Verifier {
     fetch_lock: tokio::sync::Mutex<()>,
     http: reqwest::Client,
     /// Recently verified tokens and until when they may be trusted without verifying again.
-    verified: std::sync::Mutex<HashMap<String, (Session, Instant)>>,
+    verified: quick_cache::sync::Cache<String, (Session, Instant)>,
+    /// Tokens verified in full (signature and claims) so far: what the cache saves.
+    full_verifications: AtomicU64,
 }
 
 impl Verifier {
@@ -205,8 +211,15 @@ impl Verifier {
             jwks: RwLock::default(),
             fetch_lock: tokio::sync::Mutex::new(()),
             http,
-            verified: std::sync::Mutex::default(),
+            verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_CAPACITY),
+            full_verifications: AtomicU64::new(0),
         })
+    }
+
+    #[cfg(test)]
+    fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.verified = quick_cache::sync::Cache::new(capacity);
+        self
     }
 
     pub fn settings(&self) -> &AuthSettings {
@@ -334,17 +347,14 @@ impl Verifier {
         if let Some(session) = self.recently_verified(token) {
             return Ok(session);
         }
+        self.full_verifications.fetch_add(1, Ordering::Relaxed);
         let session = self.verify_uncached(token).await?;
         let now = Instant::now();
         let remaining = session
             .valid_until
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if verified.len() >= VERIFIED_CACHE_MAX {
-            verified.clear();
-        }
-        verified.insert(
+        self.verified.insert(
             token.to_owned(),
             (session.clone(), now + remaining.min(VERIFIED_CACHE_TTL)),
         );
@@ -352,10 +362,13 @@ impl Verifier {
     }
 
     fn recently_verified(&self, token: &str) -> Option<Session> {
-        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        let (session, until) = verified.get(token)?;
-        (Instant::now() < *until && SystemTime::now() < session.valid_until)
-            .then(|| session.clone())
+        let (session, until) = self.verified.get(token)?;
+        if Instant::now() < until && SystemTime::now() < session.valid_until {
+            Some(session)
+        } else {
+            self.verified.remove(token);
+            None
+        }
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<Session, AuthFailureReason> {
@@ -537,6 +550,7 @@ mod tests {
     struct Fixture {
         verifier: Verifier,
         key: jsonwebtoken::EncodingKey,
+        public: String,
     }
 
     fn fixture() -> &'static Fixture {
@@ -545,13 +559,14 @@ mod tests {
             let (private, public) = crate::dev::generate_rsa_pem().unwrap();
             Fixture {
                 verifier: Verifier::new(AuthSettings {
-                    pem: Some(public),
+                    pem: Some(public.clone()),
                     issuer: Some("https://issuer.test".into()),
                     leeway_secs: 5,
                     ..AuthSettings::default()
                 })
                 .unwrap(),
                 key: jsonwebtoken::EncodingKey::from_rsa_pem(private.as_bytes()).unwrap(),
+                public,
             }
         })
     }
@@ -800,5 +815,57 @@ mod tests {
                 "{a} + {b}"
             );
         }
+    }
+
+    #[test]
+    fn a_full_token_cache_evicts_cold_tokens_not_the_ones_in_use() {
+        const CAPACITY: usize = 200;
+        let verifier = Verifier::new(AuthSettings {
+            pem: Some(fixture().public.clone()),
+            issuer: Some("https://issuer.test".into()),
+            leeway_secs: 5,
+            ..AuthSettings::default()
+        })
+        .unwrap()
+        .with_cache_capacity(CAPACITY);
+        let token = |n: usize| {
+            signed(
+                rs256(),
+                claims_with(serde_json::json!({"sub": format!("user_{n}")})),
+            )
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let verify = |t: &str| runtime.block_on(verifier.verify(t)).unwrap();
+        let full = || verifier.full_verifications.load(Ordering::Relaxed);
+
+        // Viewers in use: each presents its token again and again.
+        let hot: Vec<String> = (0..CAPACITY / 4).map(token).collect();
+        for t in &hot {
+            verify(t);
+        }
+        assert_eq!(full(), hot.len() as u64);
+        for t in &hot {
+            assert_eq!(verify(t).user_id, verify(t).user_id);
+        }
+        assert_eq!(full(), hot.len() as u64, "a second presentation is cached");
+
+        // Three times the capacity in new tokens, one presentation each, while the hot ones keep
+        // coming back: the cache stays bounded and makes room from the cold end. (The old cache
+        // emptied itself when full, so every token in use was verified again at once, each time.)
+        let before = full();
+        let cold = 3 * CAPACITY;
+        for (i, t) in (0..cold).map(|n| token(10_000 + n)).enumerate() {
+            verify(&t);
+            verify(&hot[i % hot.len()]);
+        }
+        assert!(verifier.verified.len() <= CAPACITY + CAPACITY / 10);
+        let hot_again = full() - before - cold as u64;
+        assert!(
+            hot_again < hot.len() as u64 / 5,
+            "tokens in use were verified again {hot_again} times ({} tokens in use)",
+            hot.len()
+        );
     }
 }
