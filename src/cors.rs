@@ -1,5 +1,6 @@
 //! CORS for browsers on other origins (`CORS_ALLOWED_ORIGINS`): listed origins get the
-//! `Access-Control-*` headers (credentials allowed, `Retry-After` exposed) on `/api` responses
+//! `Access-Control-*` headers (credentials allowed; `Retry-After` and the download's
+//! `Content-Disposition`, `Buildlogs-Last-Id` and `Buildlogs-Truncated` exposed) on `/api` responses
 //! and their preflights answered; a request from any other origin is served as if CORS were
 //! off, with no `Access-Control-*` headers and never an error: the browser enforces. Every
 //! `/api` response says `Vary: Origin`, since what it carries depends on the origin.
@@ -20,7 +21,10 @@ use poem::{
 /// Request headers a listed origin may send.
 const ALLOW_HEADERS: &str = "authorization, last-event-id, cache-control";
 const ALLOW_METHODS: &str = "GET, OPTIONS";
-const EXPOSE_HEADERS: &str = "retry-after";
+/// Response headers a script on a listed origin may read: a 429's or 503's delay, and what a
+/// download says about itself (its file name, its last line, whether its start was trimmed).
+const EXPOSE_HEADERS: &str =
+    "retry-after, content-disposition, buildlogs-last-id, buildlogs-truncated";
 /// How long a browser may cache a preflight, in seconds.
 const MAX_AGE: &str = "600";
 

@@ -279,7 +279,7 @@ async fn cors_vary_and_refusals_served_as_if_cors_were_off() {
     assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
     assert_eq!(
         resp.headers()["access-control-expose-headers"],
-        "retry-after"
+        "retry-after, content-disposition, buildlogs-last-id, buildlogs-truncated"
     );
     assert_eq!(resp.headers()["vary"], "Origin");
     assert_eq!(resp.headers()["cache-control"], "no-store");

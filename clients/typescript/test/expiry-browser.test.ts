@@ -1,6 +1,7 @@
 // Issue #12 in headless Chromium: short-lived tokens (2-3 s, no server leeway), a line every 50 ms
 // for 20 s. The client library on Bearer tokens, and a plain EventSource on the `__session`
-// cookie: every line once, in order, with no gap over a second across every expiry.
+// cookie: every line once, in order, with no gap over a second across every expiry. And what a
+// page on another origin can read of a download (the headers CORS must expose).
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -226,5 +227,37 @@ describe.concurrent("token expiry in headless Chromium (real server, 2-3 s token
       clearInterval(refresher);
       await page.close();
     }
+  });
+});
+
+describe("a download from a page on another origin (headless Chromium, CORS)", () => {
+  it("reads the body and the headers that describe it: file name, last line, trimmed start", { timeout: 30_000 }, async ({ expect }) => {
+    const job = await stack.newJob({ status: "code" });
+    const ids = await stack.runner.appendMany(job, 30, "line");
+    await stack.redis.client.sendCommand(["XTRIM", `job:${job}:logs`, "MAXLEN", "=", "20"]);
+    const page = await browser.context.newPage();
+    await page.exposeFunction("mintToken", () => stack.token(USER));
+    await page.goto(`${site.origin}/index.html`);
+    const got = await page.evaluate(
+      async ({ baseUrl, jobId }) => {
+        const client = window.buildlogs.createBuildlogsClient({ baseUrl, getToken: () => window.mintToken() });
+        const download = await client.downloadLog(jobId);
+        return {
+          origin: location.origin,
+          filename: download.filename,
+          lastId: download.lastId,
+          truncated: download.truncated,
+          text: await download.text(),
+        };
+      },
+      { baseUrl: stack.baseUrl, jobId: job },
+    );
+    await page.close();
+    expect(got.origin).not.toBe(new URL(stack.baseUrl).origin);
+    expect(got.text.split("\n").filter(Boolean)).toHaveLength(20);
+    // Without these in Access-Control-Expose-Headers the browser hides them: null and false.
+    expect(got.lastId).toBe(ids.at(-1));
+    expect(got.truncated).toBe(true);
+    expect(got.filename).toBe(`${job}.log`);
   });
 });
