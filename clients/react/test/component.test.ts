@@ -304,9 +304,12 @@ describe("<BuildLog> in headless Chromium", () => {
     expect(await page.$(".bl-later")).not.toBeNull();
     expect(await page.evaluate(() => location.hash)).toBe(`#L${target}`);
     expect((await scrollState(page)).following).toBe(false);
-    const first = await page.textContent('.bl-row[data-index="0"] .bl-text');
-    expect(first).toMatch(/^p (89\d|90\d)$/); // about half a page (200) above it
-    const firstId = ids[Number(first!.slice(2)) - 1]!;
+    // About half a page (200) above it.
+    const above = Number(await page.getAttribute(`.bl-row[data-id="${target}"]`, "data-index"));
+    expect(above).toBeGreaterThan(80);
+    expect(above).toBeLessThan(120);
+    const first = `p ${1000 - above}`;
+    const firstId = ids[999 - above]!;
     await page.screenshot({ path: join(OUTPUT, "viewer-permalink.png") });
 
     // A gutter click: the hash names that line, the link is copied, and it is highlighted instead.
@@ -347,14 +350,15 @@ describe("<BuildLog> in headless Chromium", () => {
     expect(shown).toBe(all.length - all.indexOf(firstId));
 
     // Up: "Load earlier" above the permalink's page.
-    await page.keyboard.press("Home");
     for (let i = 0; i < 20 && (await page.evaluate(() => (document.querySelector(".bl-scroller") as HTMLElement).scrollTop)) > 0; i++) {
       await page.mouse.wheel(0, -100_000);
     }
     await page.waitForFunction(() => (document.querySelector(".bl-scroller") as HTMLElement).scrollTop === 0);
     expect(await page.textContent('.bl-row[data-index="0"] .bl-text')).toBe(first);
     await page.click(".bl-earlier");
-    await page.waitForFunction((text) => document.querySelector('.bl-row[data-index="0"] .bl-text')?.textContent === text, `p ${Number(first!.slice(2)) - 200}`);
+    // 200 lines above it now, the one right above it the line before it: the view kept its place.
+    await page.waitForSelector(`.bl-row[data-id="${firstId}"][data-index="200"]`);
+    expect(await page.textContent('.bl-row[data-index="199"] .bl-text')).toBe(`p ${1000 - above - 1}`);
     expect(problems).toEqual([]);
     await page.close();
   });
