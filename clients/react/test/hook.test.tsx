@@ -8,7 +8,8 @@ import { type ReactNode, StrictMode } from "react";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
 import { NotFoundError } from "@buildlogs/client";
-import { useJobLogs, type UseJobLogsOptions, type UseJobLogsResult } from "@buildlogs/react";
+import { BadRequestError } from "@buildlogs/client";
+import { useJobLogs, type UseJobLogsOptions, type UseJobLogsResult, useLogSearch } from "@buildlogs/react";
 
 import { openFeedCount } from "../src/feed.js";
 import { countingFetch, openStreams, type Stack, startStack, waitFor, writeAtRate, writeMany } from "./support.js";
@@ -351,6 +352,50 @@ describe("useJobLogs", () => {
     // Not an id at all: refused before any request, and the view stays where it was.
     await expect(result.current.openAround("L12")).rejects.toThrow(/line id/);
     expect(result.current.atLiveEdge).toBe(true);
+  });
+
+  it("useLogSearch reports every match once across pages, and a bad pattern as the server's 400", async () => {
+    const job = await stack.newJob({ status: "code" });
+    const texts = Array.from({ length: 600 }, (_, i) => (i % 5 === 0 ? `\u001b[1mWARN\u001b[0m step ${i}` : `ok step ${i}`));
+    for (let start = 0; start < texts.length; start += 200) {
+      await Promise.all(texts.slice(start, start + 200).map((text) => stack.runner.append(job, text)));
+    }
+    const ids = await stack.runner.allIds(job);
+    const expected = ids.filter((_, i) => i % 5 === 0); // 120 matches
+    const counting = countingFetch();
+    const { result, rerender } = renderHook(
+      ({ query, regex }) => useLogSearch(job, query, { ...options({ fetch: counting.fetch }), pageSize: 50, debounceMs: 0, regex }),
+      { initialProps: { query: "warn", regex: false } },
+    );
+    // The first page: 50 of 120+, nothing chosen yet.
+    await waitForRender(() => expect(result.current.matches).toHaveLength(50));
+    expect(result.current.complete).toBe(false);
+    expect(result.current.current).toBe(-1);
+    // Next through all of them: each page once, every match once, in order, then back to the first.
+    const visited: string[] = [];
+    for (let i = 0; i < expected.length; i++) {
+      const match = await act(() => result.current.next());
+      visited.push(match!.id);
+    }
+    expect(visited).toEqual(expected);
+    await waitForRender(() => expect(result.current.complete).toBe(true));
+    expect(result.current.matches.map((m) => m.id)).toEqual(expected);
+    expect(result.current.current).toBe(expected.length - 1);
+    expect(counting.requests.filter((r) => r.url.includes("/logs/search"))).toHaveLength(3);
+    expect((await act(() => result.current.next()))?.id).toBe(expected[0]);
+    expect((await act(() => result.current.previous()))?.id).toBe(expected.at(-1));
+
+    // Previous first, on a fresh search: it loads the remaining pages and lands on the last.
+    rerender({ query: "WARN step", regex: false });
+    await waitForRender(() => expect(result.current.query).toBe("WARN step"));
+    expect((await act(() => result.current.previous()))?.id).toBe(expected.at(-1));
+    expect(result.current.matches.map((m) => m.id)).toEqual(expected);
+
+    rerender({ query: "warn (", regex: true });
+    await waitForRender(() => expect(result.current.error).toBeInstanceOf(BadRequestError));
+    expect(result.current.error?.message).toMatch(/regex|pattern|parse/i);
+    expect(result.current.complete).toBe(true);
+    expect(result.current.matches).toHaveLength(0);
   });
 
   it("does nothing without a job", () => {
