@@ -15,7 +15,7 @@
  * loaded. The download button fetches `/logs/raw` with the token and saves it as a file.
  */
 import { useVirtualizer } from "@tanstack/react-virtual";
-import { type BuildlogsError, type LogLine, NetworkError } from "@buildlogs/client";
+import { BuildlogsError, type LogLine, NetworkError } from "@buildlogs/client";
 import {
   type CSSProperties,
   Fragment,
@@ -443,7 +443,7 @@ export function BuildLog(props: BuildLogProps) {
       setTimeout(() => URL.revokeObjectURL(url), 1_000);
       setMessage(`Downloaded ${file.filename}`);
     } catch (error) {
-      setDownloadError(error instanceof Error && "kind" in error ? (error as BuildlogsError) : new NetworkError("download failed", { cause: error }));
+      setDownloadError(error instanceof BuildlogsError ? error : new NetworkError("download failed", { cause: error }));
     } finally {
       setDownloading(false);
     }

@@ -9,6 +9,11 @@
  *
  * Lines go into a {@link LineStore} as they come; subscribers are told at most once per
  * animation frame (and at most every {@link MIN_FRAME_MS}), however fast lines arrive.
+ *
+ * The window of lines held is normally the live tail (history above it, live lines appended).
+ * `openAround` (a permalink) replaces it with a page from the middle of the log; the stream
+ * stays open meanwhile, and `loadLater` pages down until a page reaches the stream's position,
+ * where the window becomes the live tail again.
  */
 import {
   BadRequestError,
