@@ -9,13 +9,21 @@
  *
  * Lines go into a {@link LineStore} as they come; subscribers are told at most once per
  * animation frame (and at most every {@link MIN_FRAME_MS}), however fast lines arrive.
+ *
+ * The window of lines held is normally the live tail (history above it, live lines appended).
+ * `openAround` (a permalink) replaces it with a page from the middle of the log; the stream
+ * stays open meanwhile, and `loadLater` pages down until a page reaches the stream's position,
+ * where the window becomes the live tail again.
  */
 import {
+  BadRequestError,
   type BuildlogsClient,
   BuildlogsError,
+  compareStreamIds,
   createBuildlogsClient,
   type DoneData,
   type FinalStatus,
+  type HistoryPage,
   type LogLine,
   type LogStream,
   nextStreamId,
@@ -37,6 +45,29 @@ export const DEFAULT_PAGE_SIZE = 500;
 
 /** `idle`: no job; otherwise the stream's connection state. */
 export type ConnectionStatus = "idle" | StreamStatus;
+
+/** The line a view was opened at (`openAround`): a permalink, or a search match. */
+export interface AroundState {
+  /** The line id asked for. */
+  readonly id: string;
+  /** True while its page loads. */
+  readonly loading: boolean;
+  /**
+   * Whether the line itself is held. False once loaded: it was trimmed away or never written,
+   * and the lines held are those around where it would stand.
+   */
+  readonly found: boolean;
+  /** Why its page could not be loaded (the view went back to the latest lines). */
+  readonly error: BuildlogsError | null;
+}
+
+/** What `openAround` resolves to. */
+export interface AroundResult {
+  /** Whether the line itself is held (else the view shows where it would stand). */
+  readonly found: boolean;
+  /** The index in `lines` of the line, or of the first line after where it would stand. */
+  readonly index: number;
+}
 
 /** Everything a view renders, as one immutable object per change. */
 export interface JobLogsState {
@@ -65,6 +96,17 @@ export interface JobLogsState {
    */
   readonly atLiveEdge: boolean;
   readonly missed: number;
+  /**
+   * Newer lines exist below the newest held (`!atLiveEdge`): after `openAround`, or "Load
+   * earlier" on a full window. `loadLater()` brings the next page; the page that reaches the
+   * newest line joins the live tail (`atLiveEdge` again), with no gap and no duplicate.
+   */
+  readonly hasLater: boolean;
+  readonly loadingLater: boolean;
+  /** The last `loadLater` failure (cleared by the next success). */
+  readonly laterError: BuildlogsError | null;
+  /** The line the view was last opened at with `openAround`, or null. */
+  readonly around: AroundState | null;
   /** Live lines received since the feed opened (two readings apart: how many arrived). */
   readonly received: number;
 }
@@ -82,6 +124,10 @@ export const IDLE_STATE: JobLogsState = Object.freeze({
   earlierError: null,
   atLiveEdge: true,
   missed: 0,
+  hasLater: false,
+  loadingLater: false,
+  laterError: null,
+  around: null,
   received: 0,
 });
 
@@ -140,6 +186,10 @@ export class Feed {
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   #earlier: Promise<void> | undefined;
+  #later: Promise<void> | undefined;
+  #opening: { id: string; promise: Promise<AroundResult> } | undefined;
+  /** Bumped whenever the newest lines held are dropped (a forward page fetched before no longer adjoins). */
+  #droppedNewest = 0;
   /** While jumping back to the live tail: live lines that arrived during the fetch. */
   #rejoin: LogLine[] | undefined;
   #lastLiveId: string | undefined;
@@ -241,12 +291,140 @@ export class Feed {
       if (epoch !== this.#epoch || this.#closed) return;
       this.#store.replace(page.lines);
       for (const line of this.#rejoin) this.#store.append(line);
-      this.#update({ hasEarlier: page.has_more, atLiveEdge: true, missed: 0, earlierError: null });
+      this.#update({ hasEarlier: page.has_more, atLiveEdge: true, missed: 0, earlierError: null, laterError: null });
     } catch (error) {
       this.#update({ earlierError: asBuildlogsError(error, "loading the latest lines failed") });
     } finally {
       if (epoch === this.#epoch) this.#rejoin = undefined;
     }
+  }
+
+  /**
+   * Opens the view at line `id` (a permalink): the page around it replaces the lines held (the
+   * line itself, or where it would stand when it was trimmed away or never written), and the
+   * view leaves the live tail until `loadLater` reaches it again. A second call for the same
+   * line while the first loads shares it. On failure the view goes back to the latest lines.
+   */
+  openAround(id: string): Promise<AroundResult> {
+    if (this.#opening?.id === id) return this.#opening.promise;
+    const promise = this.#openAround(id).finally(() => {
+      if (this.#opening?.promise === promise) this.#opening = undefined;
+    });
+    this.#opening = { id, promise };
+    return promise;
+  }
+
+  /** Loads the page below the newest line held (after `openAround`, or "Load earlier" on a full window). */
+  loadLater(): Promise<void> {
+    this.#later ??= this.#loadLater().finally(() => {
+      this.#later = undefined;
+    });
+    return this.#later;
+  }
+
+  async #openAround(id: string): Promise<AroundResult> {
+    if (compareStreamIds(id, id) === undefined) {
+      throw new BadRequestError("a line id is <ms>-<seq>", { status: 400 });
+    }
+    if (this.#closed) return { found: false, index: 0 };
+    const epoch = ++this.#epoch;
+    this.#rejoin = undefined;
+    // Whatever the stream's first `start` brings, the view opens here, not on the latest lines.
+    this.#initialLoaded = true;
+    this.#update({
+      atLiveEdge: false,
+      missed: 0,
+      loadingLater: false,
+      laterError: null,
+      around: { id, loading: true, found: false, error: null },
+    });
+    let page: HistoryPage;
+    try {
+      page = await this.#client.getHistoryPage(this.jobId, { aroundId: id, limit: this.settings.pageSize });
+    } catch (caught) {
+      const error = asBuildlogsError(caught, "loading the lines around a permalink failed");
+      if (epoch === this.#epoch && !this.#closed) {
+        this.#update({ around: { id, loading: false, found: false, error } });
+        void this.jumpToLatest();
+      }
+      throw error;
+    }
+    if (epoch !== this.#epoch || this.#closed) return { found: false, index: 0 };
+    this.#store.replace([]);
+    this.#placeForward(page, id);
+    const { index, exact } = this.#store.view().find(id);
+    this.#update({
+      hasEarlier: page.has_more && page.oldest_id !== null,
+      earlierError: null,
+      around: { id, loading: false, found: exact, error: null },
+    });
+    return { found: exact, index };
+  }
+
+  async #loadLater(): Promise<void> {
+    if (this.#closed || this.#now.atLiveEdge) return;
+    const epoch = this.#epoch;
+    const dropped = this.#droppedNewest;
+    const afterId = this.#store.newest?.id ?? this.#now.around?.id;
+    if (afterId === undefined) return;
+    this.#update({ loadingLater: true });
+    try {
+      const page = await this.#client.getHistoryPage(this.jobId, { afterId, limit: this.settings.pageSize });
+      if (epoch !== this.#epoch || this.#closed || dropped !== this.#droppedNewest) {
+        this.#update({ loadingLater: false });
+        return;
+      }
+      this.#placeForward(page, afterId);
+      this.#update({ loadingLater: false, laterError: null });
+    } catch (error) {
+      this.#update({ loadingLater: false, laterError: asBuildlogsError(error, "loading later lines failed") });
+      throw error;
+    }
+  }
+
+  /**
+   * Appends a page that starts right after the newest line held (or, in an empty window, after
+   * or around `cursor`), and joins the live tail when it reaches it.
+   *
+   * The live stream stays open the whole time (for the job's status, and to count new lines),
+   * at its own position L: every line up to L was delivered and every line after L will be. So
+   * a page joins when it reaches L: its lines up to L are kept, those after L dropped (the
+   * stream brings them next), and from then on live lines are appended again. No line is
+   * missed or held twice, however the page and the stream raced. Once the stream is over (the
+   * job finished), the page that says nothing newer exists is the end.
+   */
+  #placeForward(page: HistoryPage, cursor: string): void {
+    const live = this.#livePosition();
+    let lines = page.lines;
+    let joined = false;
+    if (live === null) {
+      joined = !page.has_newer;
+    } else if (live !== undefined) {
+      const past = lines.findIndex((line) => (compareStreamIds(line.id, live) ?? 0) > 0);
+      if (past >= 0) {
+        lines = lines.slice(0, past);
+        joined = true;
+      } else {
+        const reached = lines.at(-1)?.id ?? this.#store.newest?.id ?? cursor;
+        joined = (compareStreamIds(reached, live) ?? -1) >= 0;
+      }
+    }
+    let droppedOldest = 0;
+    for (const line of lines) droppedOldest += this.#store.append(line);
+    if (droppedOldest > 0) {
+      this.#droppedOldest += 1;
+      this.#update({ hasEarlier: true });
+    }
+    this.#update({ atLiveEdge: joined, ...(joined ? { missed: 0 } : {}) });
+  }
+
+  /**
+   * Where the live stream stands: the id after which it delivers every line (undefined before
+   * its first `start`), or null when no more lines will come (the job finished).
+   */
+  #livePosition(): string | null | undefined {
+    if (this.#now.final !== null) return null;
+    return this.#stream?.lastEventId;
   }
 
   #open(lastEventId: string | undefined): void {
@@ -344,10 +522,12 @@ export class Feed {
       // no longer sits right above it. (Live lines that came into an empty window during the
       // fetch do not move it: they follow the history cursor the page ends at.)
       if (epoch !== this.#epoch || this.#closed || dropped !== this.#droppedOldest) {
-        this.#update({ loadingEarlier: false, hasEarlier: true });
+        // (A new window, from a jump or a permalink, says itself whether it has earlier lines.)
+        this.#update({ loadingEarlier: false, ...(epoch === this.#epoch ? { hasEarlier: true } : {}) });
         return;
       }
       const droppedNewest = this.#store.prepend(page.lines);
+      if (droppedNewest > 0) this.#droppedNewest += 1;
       this.#update({
         loadingEarlier: false,
         earlierError: null,
@@ -380,8 +560,9 @@ export class Feed {
     for (const s of this.#subscribers.keys()) call(s.callbacks);
   }
 
-  #update(patch: Partial<Omit<JobLogsState, "lines">>): void {
+  #update(patch: Partial<Omit<JobLogsState, "lines" | "hasLater">>): void {
     Object.assign(this.#now, patch);
+    if (patch.atLiveEdge !== undefined) this.#now.hasLater = !patch.atLiveEdge;
     this.#dirty = true;
     this.#schedule();
   }

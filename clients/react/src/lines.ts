@@ -8,7 +8,7 @@
  * after later changes: React can hold last frame's view while this frame's is built, and nothing
  * is ever copied line by line.
  */
-import type { LogLine } from "@buildlogs/client";
+import { compareStreamIds, type LogLine } from "@buildlogs/client";
 
 /** Lines per live chunk: big enough that the chunk list stays short, small enough to drop finely. */
 const CHUNK = 512;
@@ -38,6 +38,12 @@ export interface LogLines extends Iterable<LogLine> {
   slice(start?: number, end?: number): LogLine[];
   /** Every line as an array: O(length); prefer `at` for rendering. */
   toArray(): LogLine[];
+  /**
+   * Where line `id` stands (the lines are in id order): the index of the first line whose id is
+   * `id` or after it (`length` when every line is before it), and whether that line is `id`
+   * itself. O(log length).
+   */
+  find(id: string): { index: number; exact: boolean };
 }
 
 class View implements LogLines {
@@ -73,6 +79,17 @@ class View implements LogLines {
 
   toArray(): LogLine[] {
     return this.slice();
+  }
+
+  find(id: string): { index: number; exact: boolean } {
+    let lo = 0;
+    let hi = this.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((compareStreamIds(this.at(mid)!.id, id) ?? 0) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return { index: lo, exact: lo < this.length && this.at(lo)!.id === id };
   }
 
   *[Symbol.iterator](): Iterator<LogLine> {

@@ -17,6 +17,8 @@ const LIGHT = `
   --bl-toolbar-bg: #f6f8fa;
   --bl-row-hover: #f0f3f6;
   --bl-highlight: #fff8c5;
+  --bl-mark: #fae17d;
+  --bl-mark-current: #fb8f44;
   --bl-stderr: #b35900;
   --bl-system: #0550ae;
   --bl-link: #0969da;
@@ -53,6 +55,8 @@ const DARK = `
   --bl-toolbar-bg: #151b23;
   --bl-row-hover: #161b22;
   --bl-highlight: #3b2e00;
+  --bl-mark: #7a5c00;
+  --bl-mark-current: #bd561d;
   --bl-stderr: #f0883e;
   --bl-system: #79c0ff;
   --bl-link: #4493f8;
@@ -85,7 +89,7 @@ const DARK = `
 export const TOP_PX = 32;
 
 /** A version in the `href` makes two package versions on one page keep their own sheet. */
-export const STYLE_HREF = "buildlogs-react-viewer-1";
+export const STYLE_HREF = "buildlogs-react-viewer-2";
 
 export const CSS = `
 .bl-root {${LIGHT}
@@ -159,6 +163,7 @@ export const CSS = `
 }
 .bl-root .bl-canvas { position: relative; min-width: 100%; }
 .bl-root .bl-top { position: absolute; top: 0; left: 0; right: 0; display: flex; align-items: center; gap: 8px; padding: 0 10px; color: var(--bl-muted); font-family: var(--bl-ui-font); }
+.bl-root .bl-bottom { position: absolute; bottom: 0; left: 0; right: 0; display: flex; align-items: center; gap: 8px; padding: 0 10px; color: var(--bl-muted); font-family: var(--bl-ui-font); }
 .bl-root .bl-rows { position: absolute; top: ${TOP_PX}px; left: 0; right: 0; bottom: 0; }
 .bl-root .bl-row {
   position: absolute; top: 0; left: 0; min-width: 100%; display: flex; white-space: pre;
@@ -167,11 +172,15 @@ export const CSS = `
 .bl-root .bl-row:hover { background: var(--bl-row-hover); }
 .bl-root .bl-row[data-highlight="true"] { background: var(--bl-highlight); }
 .bl-root .bl-row[data-gap="true"] { box-shadow: inset 0 2px 0 var(--bl-failed); }
+.bl-root .bl-row[data-would-be="true"] { box-shadow: inset 0 2px 0 var(--bl-accent); }
+.bl-root .bl-row[data-match="current"] { background: var(--bl-highlight); box-shadow: inset 3px 0 0 var(--bl-mark-current); }
+.bl-root .bl-mark { background: var(--bl-mark); color: inherit; border-radius: 2px; padding: 0; }
+.bl-root .bl-row[data-match="current"] .bl-mark { background: var(--bl-mark-current); }
 .bl-root .bl-gutter {
   flex: none; width: calc(8ch + 20px); padding: 0 10px; text-align: right; color: var(--bl-muted);
   text-decoration: none; user-select: none;
 }
-.bl-root .bl-gutter:hover { text-decoration: underline; }
+.bl-root .bl-gutter:hover { text-decoration: underline; cursor: pointer; }
 .bl-root .bl-text { flex: 1; padding-right: 10px; tab-size: 8; }
 .bl-root .bl-stderr { color: var(--bl-stderr); }
 .bl-root .bl-system { color: var(--bl-system); }
@@ -188,5 +197,18 @@ export const CSS = `
   box-shadow: 0 2px 8px rgba(0, 0, 0, 0.25); padding: 4px 12px;
 }
 .bl-root .bl-jump:hover:not(:disabled) { border-color: var(--bl-accent); filter: brightness(1.1); }
+.bl-root .bl-search { display: inline-flex; align-items: center; gap: 4px; }
+.bl-root .bl-search-input {
+  font: inherit; font-size: 12px; width: 16em; padding: 2px 8px; color: var(--bl-fg); background: var(--bl-bg);
+  border: 1px solid var(--bl-border); border-radius: 6px;
+}
+.bl-root .bl-search-input[aria-invalid="true"] { border-color: var(--bl-failed); }
+.bl-root .bl-search-input:focus-visible { outline: 2px solid var(--bl-accent); outline-offset: -1px; }
+.bl-root .bl-toggle { padding: 2px 6px; min-width: 26px; font-family: var(--bl-font); }
+.bl-root .bl-search-count { min-width: 6em; color: var(--bl-muted); font-size: 12px; white-space: nowrap; }
+.bl-root .bl-search-error {
+  padding: 4px 10px; background: var(--bl-error-bg); border-bottom: 1px solid var(--bl-border);
+  font-size: 12px; font-family: var(--bl-font); white-space: pre-wrap;
+}
 .bl-root .bl-empty { padding: 10px; color: var(--bl-muted); font-family: var(--bl-ui-font); }
 `;

@@ -8,9 +8,10 @@
  * nothing.
  */
 import type { BuildlogsClient } from "@buildlogs/client";
-import { useCallback, useLayoutEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
 
 import {
+  type AroundResult,
   CONNECTING_STATE,
   DEFAULT_MAX_LINES,
   DEFAULT_PAGE_SIZE,
@@ -52,6 +53,12 @@ export interface UseJobLogsOptions extends JobLogsCallbacks {
   initialHistory?: boolean;
   /** The server's heartbeat interval (its `HEARTBEAT_SECS`) in ms, for the liveness check. */
   heartbeatIntervalMs?: number;
+  /**
+   * Open the job at this line (a permalink's id) instead of at its latest lines: the page
+   * around it (`openAround`), then "Load earlier" and "Load later" from there. Read when the
+   * job opens.
+   */
+  initialLineId?: string | null;
 }
 
 export interface UseJobLogsResult extends JobLogsState {
@@ -61,6 +68,15 @@ export interface UseJobLogsResult extends JobLogsState {
   retry(): void;
   /** Back to the live tail when "Load earlier" on a full window let the newest lines go. */
   jumpToLatest(): Promise<void>;
+  /**
+   * Opens the view at line `id` (a permalink, a search match): the page around it replaces the
+   * lines held, and `hasLater` is true until `loadLater` reaches the live tail again. Resolves
+   * to whether the line itself is there (else: where it would stand) and its index in `lines`.
+   * Rejects on failure (and the view goes back to the latest lines); `around.error` says it too.
+   */
+  openAround(id: string): Promise<AroundResult>;
+  /** Loads the page below the newest line held, joining the live tail when it reaches it. */
+  loadLater(): Promise<void>;
 }
 
 const noop = () => undefined;
@@ -127,8 +143,23 @@ export function useJobLogs(jobId: string | null | undefined, options: UseJobLogs
       loadEarlier: () => (key ? (peekFeed(key)?.loadEarlier() ?? Promise.resolve()) : Promise.resolve()),
       retry: () => (key ? peekFeed(key)?.retry() : undefined),
       jumpToLatest: () => (key ? (peekFeed(key)?.jumpToLatest() ?? Promise.resolve()) : resolved()),
+      openAround: (id: string): Promise<AroundResult> => {
+        const feed = key ? peekFeed(key) : undefined;
+        return feed ? feed.openAround(id) : Promise.resolve({ found: false, index: 0 });
+      },
+      loadLater: () => (key ? (peekFeed(key)?.loadLater() ?? Promise.resolve()) : resolved()),
     }),
     [key],
   );
+
+  // The permalink the job opens at: once per job (StrictMode's second run shares the first's
+  // request). Runs after the subscription above, so the feed exists.
+  const initialLineId = options.initialLineId;
+  useEffect(() => {
+    if (!key || !initialLineId) return;
+    void peekFeed(key)
+      ?.openAround(initialLineId)
+      .catch(() => undefined);
+  }, [key, initialLineId]);
   return useMemo(() => ({ ...state, ...actions }), [state, actions]);
 }

@@ -1,6 +1,8 @@
 // <BuildLog> in headless Chromium against the real binary, on a page of another origin: follow
 // mode, "Load earlier" keeping the rows in place, colours as computed styles, log text that
-// stays text, status announcements and the keyboard. Screenshots go to test-output/.
+// stays text, status announcements and the keyboard; permalinks, search and download.
+// Screenshots go to test-output/.
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -34,7 +36,7 @@ afterAll(async () => {
 /** Opens the page on `job`, collecting console errors, page errors and dialogs. */
 async function open(
   job: string,
-  extra: { maxLines?: number; pageSize?: number; theme?: "light" | "dark"; baseUrl?: string } = {},
+  extra: { maxLines?: number; pageSize?: number; theme?: "light" | "dark"; baseUrl?: string; line?: string } = {},
 ) {
   const page = await browser.context.newPage();
   await page.setViewportSize({ width: 1000, height: 600 });
@@ -47,9 +49,36 @@ async function open(
     problems.push(`dialog: ${d.message()}`);
     void d.dismiss();
   });
-  await page.goto(pageUrl(site.origin, { job, token: stack.token(), ...extra, baseUrl: extra.baseUrl ?? stack.baseUrl }));
+  const url = new URL(pageUrl(site.origin, { job, token: stack.token(), ...extra, baseUrl: extra.baseUrl ?? stack.baseUrl }));
+  if (extra.line !== undefined) {
+    // A permalink: the fragment is the line, so the token goes in the query.
+    url.searchParams.set("token", stack.token());
+    url.hash = `L${extra.line}`;
+  }
+  await page.goto(url.toString());
   await page.waitForSelector('.bl-badge[data-state="running"]');
   return { page, problems };
+}
+
+/** Whether line `id`'s row is wholly inside the scroller's viewport. */
+const inView = (page: Page, id: string) =>
+  page.evaluate((lineId) => {
+    const el = document.querySelector(".bl-scroller") as HTMLElement;
+    const row = document.querySelector(`.bl-row[data-id="${lineId}"]`);
+    if (!row) return false;
+    const box = el.getBoundingClientRect();
+    const r = row.getBoundingClientRect();
+    return r.top >= box.top && r.bottom <= box.bottom;
+  }, id);
+
+/** The history requests the page made, by their cursor (`around_id=…`, `after_id=…`, …). */
+function historyRequests(page: Page): string[] {
+  const seen: string[] = [];
+  page.on("request", (request) => {
+    const url = new URL(request.url());
+    if (url.pathname.endsWith("/logs") && request.method() === "GET") seen.push(url.search);
+  });
+  return seen;
 }
 
 const rowCount = (page: Page) => page.evaluate(() => document.querySelectorAll(".bl-row").length);
@@ -250,6 +279,231 @@ describe("<BuildLog> in headless Chromium", () => {
     } finally {
       await proxy.close();
     }
+  });
+
+  it("opens a permalink on its line, pages both ways from it into the live tail, and sets the hash from a gutter click", async () => {
+    const job = await stack.newJob({ status: "code" });
+    await writeMany(stack, job, 2_000, "p");
+    const ids = await stack.runner.allIds(job);
+    const target = ids[999]!; // "p 1000"
+    await browser.context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: site.origin });
+    const { page, problems } = await open(job, { line: target, pageSize: 200 });
+    await page.waitForSelector(`.bl-row[data-id="${target}"][data-highlight="true"]`);
+    await page.waitForFunction((id) => {
+      const el = document.querySelector(".bl-scroller") as HTMLElement;
+      const row = document.querySelector(`.bl-row[data-id="${id}"]`);
+      if (!row) return false;
+      const box = el.getBoundingClientRect();
+      const r = row.getBoundingClientRect();
+      return r.top >= box.top && r.bottom <= box.bottom;
+    }, target);
+    expect(await page.textContent(`.bl-row[data-id="${target}"] .bl-text`)).toBe("p 1000");
+    expect(await page.$$eval('.bl-row[data-highlight="true"]', (rows) => rows.length)).toBe(1);
+    // The page around it, not the latest lines: both ways remain to be loaded.
+    expect(await page.$(".bl-earlier")).not.toBeNull();
+    expect(await page.$(".bl-later")).not.toBeNull();
+    expect(await page.evaluate(() => location.hash)).toBe(`#L${target}`);
+    expect((await scrollState(page)).following).toBe(false);
+    // About half a page (200) above it.
+    const above = Number(await page.getAttribute(`.bl-row[data-id="${target}"]`, "data-index"));
+    expect(above).toBeGreaterThan(80);
+    expect(above).toBeLessThan(120);
+    const first = `p ${1000 - above}`;
+    const firstId = ids[999 - above]!;
+    await page.screenshot({ path: join(OUTPUT, "viewer-permalink.png") });
+
+    // A gutter click: the hash names that line, the link is copied, and it is highlighted instead.
+    const other = ids[1004]!;
+    await page.click(`.bl-row[data-id="${other}"] .bl-gutter`);
+    expect(await page.evaluate(() => location.hash)).toBe(`#L${other}`);
+    await page.waitForSelector(`.bl-row[data-id="${other}"][data-highlight="true"]`);
+    expect(await page.$(`.bl-row[data-id="${target}"][data-highlight="true"]`)).toBeNull();
+    await page.waitForFunction((hash) => navigator.clipboard.readText().then((t) => t.endsWith(hash)), `#L${other}`);
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(page.url());
+
+    // Down: pages load as the reader nears the bottom, until the view is the live tail.
+    const requests = historyRequests(page);
+    await page.mouse.move(500, 300);
+    const live: string[] = [];
+    for (let i = 0; i < 100 && (await page.$(".bl-bottom")); i++) {
+      if (i === 2) live.push(...(await stack.runner.appendMany(job, 5, "live"))); // written while paging
+      await page.mouse.wheel(0, 3_000);
+      await page.waitForFunction(() => !document.querySelector(".bl-later")?.hasAttribute("disabled"));
+    }
+    expect(await page.$(".bl-bottom")).toBeNull();
+    expect(requests.filter((q) => q.includes("after_id=")).length).toBeGreaterThanOrEqual(4);
+    await page.waitForFunction(() => document.querySelector(".bl-row:last-child .bl-text")?.textContent === "live 5");
+    const more = await stack.runner.appendMany(job, 3, "more");
+    await page.waitForFunction(() => document.querySelector(".bl-row:last-child .bl-text")?.textContent === "more 3");
+    await page.waitForFunction(() => {
+      const el = document.querySelector(".bl-scroller") as HTMLElement;
+      return el.scrollHeight - el.scrollTop - el.clientHeight <= 4;
+    });
+    expect((await scrollState(page)).following).toBe(true);
+    // Every line from the permalink's page down, once: read the rows' ids off the scrolled-through list.
+    const shown = await page.evaluate(() => {
+      const last = document.querySelector<HTMLElement>(".bl-row:last-child")!;
+      return Number(last.dataset.index) + 1;
+    });
+    const all = await stack.runner.allIds(job);
+    expect(all.slice(-8)).toEqual([...live, ...more]);
+    expect(shown).toBe(all.length - all.indexOf(firstId));
+
+    // Up: "Load earlier" above the permalink's page.
+    for (let i = 0; i < 20 && (await page.evaluate(() => (document.querySelector(".bl-scroller") as HTMLElement).scrollTop)) > 0; i++) {
+      await page.mouse.wheel(0, -100_000);
+    }
+    await page.waitForFunction(() => (document.querySelector(".bl-scroller") as HTMLElement).scrollTop === 0);
+    expect(await page.textContent('.bl-row[data-index="0"] .bl-text')).toBe(first);
+    await page.click(".bl-earlier");
+    // 200 lines above it now, the one right above it the line before it: the view kept its place.
+    await page.waitForSelector(`.bl-row[data-id="${firstId}"][data-index="200"]`);
+    expect(await page.textContent('.bl-row[data-index="199"] .bl-text')).toBe(`p ${1000 - above - 1}`);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("opens a permalink to a line that is not in the log where it would stand, with a note", async () => {
+    const job = await stack.newJob({ status: "code" });
+    await writeMany(stack, job, 300, "q");
+    const ids = await stack.runner.allIds(job);
+    await stack.redis.client.sendCommand(["XTRIM", `job:${job}:logs`, "MAXLEN", "=", "100"]);
+    const { page, problems } = await open(job, { line: ids[50]!, pageSize: 50 });
+    await page.waitForSelector(".bl-around");
+    expect(await page.textContent(".bl-around span")).toBe(
+      `Line ${ids[50]} is not in this log (trimmed away, or never written): showing where it would be.`,
+    );
+    // Where it would be: right above the oldest retained line, which is marked.
+    await page.waitForSelector(`.bl-row[data-id="${ids[200]}"][data-would-be="true"]`);
+    expect(await page.textContent('.bl-row[data-index="0"] .bl-text')).toBe("q 201");
+    expect(await page.textContent(".bl-top")).toBe("Beginning of the log");
+    await page.click(".bl-around button");
+    await page.waitForSelector(".bl-around", { state: "detached" });
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("searches the whole log: next and previous land on each match in turn, jumping to those not loaded", async () => {
+    const job = await stack.newJob({ status: "code" });
+    const at = new Set([50, 700, 1500, 1990]);
+    for (let start = 1; start <= 2_000; start += 500) {
+      await Promise.all(
+        Array.from({ length: 500 }, (_, i) => start + i).map((n) =>
+          stack.runner.append(job, at.has(n) ? `step ${n}: found the \u001b[31mNeedle\u001b[0m here` : `step ${n}`),
+        ),
+      );
+    }
+    const ids = await stack.runner.allIds(job);
+    const matchIds = [...at].map((n) => ids[n - 1]!);
+    const { page, problems } = await open(job, { pageSize: 100 });
+    await page.waitForFunction(() => document.querySelector(".bl-row:last-child .bl-text")?.textContent === "step 2000");
+    const requests = historyRequests(page);
+
+    // Ctrl+F in the viewer focuses the search box.
+    await page.focus(".bl-scroller");
+    await page.keyboard.press("Control+f");
+    expect(await page.evaluate(() => document.activeElement?.getAttribute("aria-label"))).toBe("Search the log");
+    await page.keyboard.type("needle");
+    await page.waitForFunction(() => document.querySelector(".bl-search-count")?.textContent === "4 matches");
+
+    const landOn = async (index: number) => {
+      const id = matchIds[index]!;
+      await page.waitForSelector(`.bl-row[data-id="${id}"][data-match="current"]`);
+      await page.waitForFunction((lineId) => {
+        const el = document.querySelector(".bl-scroller") as HTMLElement;
+        const row = document.querySelector(`.bl-row[data-id="${lineId}"]`);
+        if (!row) return false;
+        const box = el.getBoundingClientRect();
+        const r = row.getBoundingClientRect();
+        return r.top >= box.top && r.bottom <= box.bottom;
+      }, id);
+      expect(await inView(page, id)).toBe(true);
+      expect(await page.textContent(".bl-search-count")).toBe(`${index + 1} of 4`);
+      // The match is marked inside its line, as text (the colour span keeps its colour).
+      expect(await page.$$eval(`.bl-row[data-id="${id}"] mark.bl-mark`, (marks) => marks.map((m) => m.textContent))).toEqual(["Needle"]);
+      expect(await page.$$eval('.bl-row[data-match="current"]', (rows) => rows.length)).toBe(1);
+    };
+
+    await page.keyboard.press("Enter");
+    await landOn(0); // "step 50": not loaded, opened with around_id
+    expect(requests.some((q) => q.includes(`around_id=${encodeURIComponent(matchIds[0]!)}`))).toBe(true);
+    await page.screenshot({ path: join(OUTPUT, "viewer-searching.png") });
+    await page.keyboard.press("Enter");
+    await landOn(1);
+    await page.click('button[aria-label="Next match"]');
+    await landOn(2);
+    await page.focus(".bl-search-input");
+    await page.keyboard.press("Enter");
+    await landOn(3);
+    await page.keyboard.press("Shift+Enter");
+    await landOn(2);
+    await page.click('button[aria-label="Previous match"]');
+    await landOn(1);
+    await page.focus(".bl-search-input");
+    await page.keyboard.press("Enter");
+    await page.keyboard.press("Enter");
+    await page.keyboard.press("Enter"); // past the last: back to the first
+    await landOn(0);
+    expect(await page.textContent("[aria-live=polite]:not([role])")).toBe("Match 1 of 4");
+
+    // Case and regex toggles (aria-pressed), and a bad pattern's error from the server, inline.
+    await page.click('button[aria-label="Match case"]');
+    expect(await page.getAttribute('button[aria-label="Match case"]', "aria-pressed")).toBe("true");
+    await page.waitForFunction(() => document.querySelector(".bl-search-count")?.textContent === "No matches");
+    await page.click('button[aria-label="Match case"]');
+    await page.click('button[aria-label="Regular expression"]');
+    expect(await page.getAttribute('button[aria-label="Regular expression"]', "aria-pressed")).toBe("true");
+    await page.fill(".bl-search-input", "step 1[59]00:");
+    await page.waitForFunction(() => document.querySelector(".bl-search-count")?.textContent === "1 matches");
+    await page.fill(".bl-search-input", "needle (");
+    await page.waitForSelector(".bl-search-error");
+    const error = await page.textContent(".bl-search-error");
+    expect(error).toMatch(/regex|pattern|parse/i);
+    expect(error).not.toMatch(/redis|ERR /i);
+    expect(await page.getAttribute(".bl-search-input", "aria-invalid")).toBe("true");
+    expect(problems.filter((p) => !p.includes("400"))).toEqual([]);
+    await page.close();
+  });
+
+  it("downloads the log as <job>.log with the same bytes as /logs/raw", async () => {
+    const job = await stack.newJob({ status: "code" });
+    await writeMany(stack, job, 300, "d");
+    await stack.runner.append(job, "\u001b[32mgreen\u001b[0m and ünïcödé ✓");
+    const { page, problems } = await open(job);
+    await page.evaluate(() => {
+      const revoke = URL.revokeObjectURL.bind(URL);
+      (window as unknown as { revoked: string[] }).revoked = [];
+      URL.revokeObjectURL = (url: string) => {
+        (window as unknown as { revoked: string[] }).revoked.push(url);
+        revoke(url);
+      };
+    });
+    await page.waitForFunction(() => document.querySelector(".bl-row:last-child .bl-text")?.textContent?.startsWith("green"));
+    const saved = page.waitForEvent("download");
+    await page.click(".bl-download");
+    const download = await saved;
+    expect(download.suggestedFilename()).toBe(`${job}.log`);
+    const bytes = await readFile((await download.path())!);
+    const raw = await fetch(`${stack.baseUrl}/api/jobs/${job}/logs/raw`, { headers: { Authorization: `Bearer ${stack.token()}` } });
+    expect(raw.status).toBe(200);
+    const expected = Buffer.from(await raw.arrayBuffer());
+    expect(bytes.length).toBeGreaterThan(300 * 5);
+    expect(bytes.equals(expected)).toBe(true);
+    // The object URL is let go, and the button is back.
+    await page.waitForFunction(() => (window as unknown as { revoked: string[] }).revoked.some((u) => u.startsWith("blob:")));
+    expect(await page.textContent(".bl-download")).toBe("Download");
+    expect(await page.isDisabled(".bl-download")).toBe(false);
+    expect(problems).toEqual([]);
+
+    // A refused download (here: the token expired) shows its error, and the button comes back.
+    await page.route(`${stack.baseUrl}/api/jobs/${job}/logs/raw*`, (route) =>
+      route.fulfill({ status: 401, contentType: "application/problem+json", headers: { "Access-Control-Allow-Origin": "*" }, body: JSON.stringify({ type: "about:blank", title: "Unauthorized", status: 401, detail: "the token has expired", code: "unauthorized" }) }),
+    );
+    await page.click(".bl-download");
+    await page.waitForSelector(".bl-download-error");
+    expect(await page.textContent(".bl-download-error span")).toBe("Download failed: the token has expired");
+    expect(await page.isDisabled(".bl-download")).toBe(false);
+    await page.close();
   });
 
   it("shows an error with a retry button that works", async () => {

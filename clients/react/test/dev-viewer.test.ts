@@ -1,5 +1,6 @@
 // The example viewer as `buildlogs serve --dev` serves it at /viewer/ (the built assets inside the
-// binary, the dev token route), in headless Chromium: it opens the demo job and follows it to the end.
+// binary, the dev token route), in headless Chromium: it opens the demo job and follows it to the
+// end, and a permalink (`#L<line id>`) opens on its line.
 import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -44,6 +45,14 @@ describe("serve --dev's /viewer/", () => {
     expect(await page.textContent('[role="status"]')).toBe("Job ready");
     await page.screenshot({ path: join(OUTPUT, "dev-viewer-ready.png") });
     expect(problems).toEqual([]);
+
+    // A permalink into it, in a page of its own: it opens on that line, highlighted.
+    const lineId = await page.getAttribute(".bl-row:nth-child(3)", "data-id");
+    const linked = await browser.context.newPage();
+    await linked.goto(`${url}#L${lineId}`);
+    await linked.waitForSelector(`.bl-row[data-id="${lineId}"][data-highlight="true"]`);
+    expect(await linked.$$eval('.bl-row[data-highlight="true"]', (rows) => rows.length)).toBe(1);
+    await linked.close();
 
     // Another job by its id: the one that does not exist says so.
     await page.fill("#job", "demo-404");

@@ -1,13 +1,15 @@
 // @vitest-environment happy-dom
 // useJobLogs against the real binary and a real redis-server: every line once, renders per
 // second under a burst, one connection per job (StrictMode, two components), unmount, a job
-// change, the maxLines window, and an error with its retry.
+// change, the maxLines window, an error with its retry; opening at a permalink and paging
+// forward into the live tail; search pages.
 import { act, cleanup, render, renderHook, waitFor as waitForRender } from "@testing-library/react";
 import { type ReactNode, StrictMode } from "react";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
 import { NotFoundError } from "@buildlogs/client";
-import { useJobLogs, type UseJobLogsOptions, type UseJobLogsResult } from "@buildlogs/react";
+import { BadRequestError } from "@buildlogs/client";
+import { useJobLogs, type UseJobLogsOptions, type UseJobLogsResult, useLogSearch } from "@buildlogs/react";
 
 import { openFeedCount } from "../src/feed.js";
 import { countingFetch, openStreams, type Stack, startStack, waitFor, writeAtRate, writeMany } from "./support.js";
@@ -29,6 +31,17 @@ afterEach(async () => {
 
 function options(extra: Partial<UseJobLogsOptions> = {}): UseJobLogsOptions {
   return { baseUrl: stack.baseUrl, getToken: () => stack.token(), heartbeatIntervalMs: 1_000, ...extra };
+}
+
+/** Runs `action` and waits for the state it leads to to be rendered (the hook publishes once per frame). */
+async function settled<T>(result: { current: UseJobLogsResult }, action: () => Promise<T>): Promise<T> {
+  const before = result.current;
+  const value = await act(action);
+  await waitForRender(() => {
+    expect(result.current).not.toBe(before);
+    expect(result.current.loadingLater || result.current.loadingEarlier || result.current.around?.loading).toBeFalsy();
+  });
+  return value;
 }
 
 const ids = (result: UseJobLogsResult) => result.lines.toArray().map((l) => l.id);
@@ -261,6 +274,128 @@ describe("useJobLogs", () => {
     await waitForRender(() => expect(result.current.hasEarlier).toBe(false));
     expect(ids(result.current)).toEqual(await stack.runner.allIds(job));
     expect(ids(result.current).slice(-2)).toEqual(live);
+  });
+
+  it("opens at a permalink and pages forward into the live tail: every line once, lines written meanwhile included", async () => {
+    const job = await stack.newJob({ status: "code" });
+    await writeMany(stack, job, 1_000, "old");
+    const written = await stack.runner.allIds(job);
+    const target = written[400]!;
+    const counting = countingFetch();
+    const { result } = renderHook(() =>
+      useJobLogs(job, options({ pageSize: 100, initialLineId: target, fetch: counting.fetch })),
+    );
+    await waitForRender(() => expect(result.current.around).toMatchObject({ id: target, loading: false, found: true }));
+    // The page around it: about half before, the rest after; older and newer lines both remain.
+    const opened = ids(result.current);
+    expect(opened).toHaveLength(100);
+    expect(opened).toEqual(written.slice(written.indexOf(opened[0]!), written.indexOf(opened[0]!) + 100));
+    expect(opened.indexOf(target)).toBeGreaterThan(30);
+    expect(opened.indexOf(target)).toBeLessThan(70);
+    expect(result.current.hasEarlier).toBe(true);
+    expect(result.current.hasLater).toBe(true);
+    expect(result.current.atLiveEdge).toBe(false);
+    // No "latest lines" page was loaded: the stream's start did not pull the view away.
+    const historyUrls = () => counting.requests.filter((r) => /\/logs\?/.test(r.url)).map((r) => new URL(r.url).search);
+    expect(historyUrls().every((q) => q.includes("around_id") || q.includes("after_id"))).toBe(true);
+
+    // Live lines keep coming while the reader pages down: none is held until the view joins.
+    await waitForRender(() => expect(result.current.status).toBe("open"));
+    const writing = writeAtRate(stack, job, 400, 400, "live");
+    await waitForRender(() => expect(result.current.missed).toBeGreaterThan(0));
+    let pages = 0;
+    while (result.current.hasLater) {
+      await settled(result, () => result.current.loadLater());
+      pages += 1;
+      expect(pages).toBeLessThan(50);
+    }
+    expect(pages).toBeGreaterThanOrEqual(6); // 600 old lines below the permalink, 100 a page
+    expect(result.current.atLiveEdge).toBe(true);
+    await writing;
+    const after = await stack.runner.appendMany(job, 5, "after");
+    await waitForRender(() => expect(result.current.lines.at(result.current.lines.length - 1)?.id).toBe(after[4]));
+    const all = await stack.runner.allIds(job);
+    expect(ids(result.current)).toEqual(all.slice(all.indexOf(opened[0]!))); // no gap, no duplicate
+    expect(historyUrls().filter((q) => q.includes("after_id")).length).toBe(pages);
+
+    // And up to the first line: the whole log, once.
+    while (result.current.hasEarlier) await settled(result, () => result.current.loadEarlier());
+    expect(ids(result.current)).toEqual(all);
+  }, 30_000);
+
+  it("opens a trimmed or never-written line where it would stand", async () => {
+    const job = await stack.newJob({ status: "code" });
+    await writeMany(stack, job, 300, "t");
+    const written = await stack.runner.allIds(job);
+    await stack.redis.client.sendCommand(["XTRIM", `job:${job}:logs`, "MAXLEN", "=", "200"]);
+    const { result } = renderHook(() => useJobLogs(job, options({ pageSize: 50 })));
+    await waitForRender(() => expect(result.current.status).toBe("open"));
+    await waitForRender(() => expect(result.current.lines.length).toBe(50));
+
+    // Trimmed: the page opens at the oldest retained line, the line itself is not there.
+    let opened = await settled(result, () => result.current.openAround(written[10]!));
+    expect(opened).toEqual({ found: false, index: 0 });
+    expect(result.current.around).toMatchObject({ id: written[10], found: false, loading: false });
+    expect(result.current.lines.at(0)?.id).toBe(written[100]);
+    expect(result.current.hasEarlier).toBe(false);
+    expect(result.current.hasLater).toBe(true);
+
+    // Never written (after the newest line): the last lines, and the view is back on the live tail.
+    opened = await settled(result, () => result.current.openAround("99999999999999-0"));
+    expect(opened.found).toBe(false);
+    expect(opened.index).toBe(result.current.lines.length);
+    expect(result.current.lines.at(result.current.lines.length - 1)?.id).toBe(written[299]);
+    expect(result.current.atLiveEdge).toBe(true);
+    const live = await stack.runner.appendMany(job, 3, "live");
+    await waitForRender(() => expect(result.current.lines.at(result.current.lines.length - 1)?.id).toBe(live[2]));
+
+    // Not an id at all: refused before any request, and the view stays where it was.
+    await expect(result.current.openAround("L12")).rejects.toThrow(/line id/);
+    expect(result.current.atLiveEdge).toBe(true);
+  });
+
+  it("useLogSearch reports every match once across pages, and a bad pattern as the server's 400", async () => {
+    const job = await stack.newJob({ status: "code" });
+    const texts = Array.from({ length: 600 }, (_, i) => (i % 5 === 0 ? `\u001b[1mWARN\u001b[0m step ${i}` : `ok step ${i}`));
+    for (let start = 0; start < texts.length; start += 200) {
+      await Promise.all(texts.slice(start, start + 200).map((text) => stack.runner.append(job, text)));
+    }
+    const ids = await stack.runner.allIds(job);
+    const expected = ids.filter((_, i) => i % 5 === 0); // 120 matches
+    const counting = countingFetch();
+    const { result, rerender } = renderHook(
+      ({ query, regex }) => useLogSearch(job, query, { ...options({ fetch: counting.fetch }), pageSize: 50, debounceMs: 0, regex }),
+      { initialProps: { query: "warn", regex: false } },
+    );
+    // The first page: 50 of 120+, nothing chosen yet.
+    await waitForRender(() => expect(result.current.matches).toHaveLength(50));
+    expect(result.current.complete).toBe(false);
+    expect(result.current.current).toBe(-1);
+    // Next through all of them: each page once, every match once, in order, then back to the first.
+    const visited: string[] = [];
+    for (let i = 0; i < expected.length; i++) {
+      const match = await act(() => result.current.next());
+      visited.push(match!.id);
+    }
+    expect(visited).toEqual(expected);
+    await waitForRender(() => expect(result.current.complete).toBe(true));
+    expect(result.current.matches.map((m) => m.id)).toEqual(expected);
+    expect(result.current.current).toBe(expected.length - 1);
+    expect(counting.requests.filter((r) => r.url.includes("/logs/search"))).toHaveLength(3);
+    expect((await act(() => result.current.next()))?.id).toBe(expected[0]);
+    expect((await act(() => result.current.previous()))?.id).toBe(expected.at(-1));
+
+    // Previous first, on a fresh search: it loads the remaining pages and lands on the last.
+    rerender({ query: "WARN step", regex: false });
+    await waitForRender(() => expect(result.current.query).toBe("WARN step"));
+    expect((await act(() => result.current.previous()))?.id).toBe(expected.at(-1));
+    expect(result.current.matches.map((m) => m.id)).toEqual(expected);
+
+    rerender({ query: "warn (", regex: true });
+    await waitForRender(() => expect(result.current.error).toBeInstanceOf(BadRequestError));
+    expect(result.current.error?.message).toMatch(/regex|pattern|parse/i);
+    expect(result.current.complete).toBe(true);
+    expect(result.current.matches).toHaveLength(0);
   });
 
   it("does nothing without a job", () => {

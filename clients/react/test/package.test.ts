@@ -43,16 +43,28 @@ describe("@buildlogs/react as published", () => {
       let fetches = 0;
       globalThis.fetch = async () => { fetches += 1; throw new Error("no fetch on the server"); };
       const html = renderToString(createElement(lib.BuildLog, { jobId: "job-1", baseUrl: "http://127.0.0.1:1", getToken: () => "t" }));
-      const Hook = () => { const logs = lib.useJobLogs("job-1", { baseUrl: "http://127.0.0.1:1" }); return createElement("p", null, logs.status + ":" + logs.lines.length); };
+      const Hook = () => {
+        const logs = lib.useJobLogs("job-1", { baseUrl: "http://127.0.0.1:1" });
+        const search = lib.useLogSearch("job-1", "error", { baseUrl: "http://127.0.0.1:1" });
+        return createElement("p", null, logs.status + ":" + logs.lines.length + ":" + search.matches.length);
+      };
       const hookHtml = renderToString(createElement(Hook));
       await new Promise((r) => setTimeout(r, 50));
       console.log(JSON.stringify({ exports: Object.keys(lib).sort(), html, hookHtml, fetches }));
     `;
     const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], { cwd: root, encoding: "utf8" });
     const result = JSON.parse(out) as { exports: string[]; html: string; hookHtml: string; fetches: number };
-    expect(result.exports).toEqual(["BuildLog", "DEFAULT_MAX_LINES", "DEFAULT_PAGE_SIZE", "parseAnsi", "useJobLogs"]);
+    expect(result.exports).toEqual([
+      "BuildLog",
+      "DEFAULT_MAX_LINES",
+      "DEFAULT_PAGE_SIZE",
+      "parseAnsi",
+      "useBuildlogsClient",
+      "useJobLogs",
+      "useLogSearch",
+    ]);
     expect(result.fetches).toBe(0);
-    expect(result.hookHtml).toBe("<p>connecting:0</p>");
+    expect(result.hookHtml).toBe("<p>connecting:0:0</p>");
     expect(result.html).toContain('role="log"');
     expect(result.html).toContain('class="bl-root"');
     expect(result.html).toContain("Job job-1");
