@@ -19,7 +19,7 @@ use poem_openapi::{
 };
 use serde::Deserialize;
 
-use crate::{config::Config, error::ApiError, telemetry::AuthFailureReason};
+use crate::{api::errors::HttpError, config::Config, error::ApiError, metrics::AuthFailureReason};
 
 /// Tokens longer than this are refused unread (a Clerk session token is about 1 KB).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -521,7 +521,7 @@ impl<'a> ApiExtractor<'a> for Session {
         result.map_err(|reason| {
             ctx.record_failure(reason);
             tracing::debug!(?reason, "authentication failed");
-            ApiError::Unauthorized.into()
+            HttpError(ApiError::Unauthorized).into()
         })
     }
 }

@@ -1,13 +1,80 @@
-//! Errors at the HTTP edge: [`ApiError`] as a poem response (untyped routes, extractors) and as
-//! the typed responses of the operations, the mapping of poem's extractor failures to it, and
-//! [`no_store`], which keeps every error (and every 204) out of caches.
+//! Errors at the HTTP edge: each error code's HTTP status ([`HttpStatus`]), the problem+json
+//! body ([`Problem`]), [`ApiError`] as a poem response (untyped routes, extractors, through
+//! [`HttpError`]) and as the typed responses of the operations, the mapping of poem's extractor
+//! failures to it, and [`no_store`], which keeps every error (and every 204) out of caches. The
+//! codes and what they mean are the engine's ([`crate::error`]).
 
+use bytes::Bytes;
 use poem::http::{HeaderValue, StatusCode, header};
+use poem_openapi::Object;
+use serde::Serialize;
 
-use crate::{
-    error::ApiError,
-    wire::{Problem, problem_body},
-};
+use crate::error::{ApiError, ErrorCode};
+
+/// Each error code's HTTP status.
+pub trait HttpStatus {
+    /// The status a response with this code carries.
+    fn status(self) -> StatusCode;
+}
+
+impl HttpStatus for ErrorCode {
+    fn status(self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::JobNotFound => StatusCode::NOT_FOUND,
+            Self::InvalidJobId => StatusCode::BAD_REQUEST,
+            Self::InvalidCursor => StatusCode::BAD_REQUEST,
+            Self::InvalidLimit => StatusCode::BAD_REQUEST,
+            Self::InvalidQuery => StatusCode::BAD_REQUEST,
+            Self::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// An error body (RFC 9457 problem details) with a stable `code`.
+#[derive(Clone, Debug, PartialEq, Eq, Object, Serialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:buildlogs:error:<code>`.
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request, for people.
+    pub detail: String,
+    /// What went wrong, for programs: match on this.
+    pub code: ErrorCode,
+}
+
+impl From<&ApiError> for Problem {
+    fn from(err: &ApiError) -> Self {
+        let code = err.code();
+        Self {
+            ty: format!("urn:buildlogs:error:{}", code.as_str()),
+            title: code.title().to_owned(),
+            status: code.status().as_u16(),
+            detail: err.to_string(),
+            code,
+        }
+    }
+}
+
+/// The `application/problem+json` body of an error.
+pub fn problem_body(err: &ApiError) -> Bytes {
+    Bytes::from(serde_json::to_vec(&Problem::from(err)).expect("a problem is plain strings"))
+}
+
+/// An [`ApiError`] as a poem error (what an extractor returns): its problem response.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(transparent)]
+pub struct HttpError(pub ApiError);
 
 const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -46,7 +113,7 @@ pub fn no_store(mut resp: poem::Response) -> poem::Response {
 /// The error behind a request that failed before the handler ran: an extractor's parse
 /// failure (mapped by parameter name) or a refused authentication.
 pub fn from_extractor(err: &poem::Error) -> ApiError {
-    if let Some(api) = err.downcast_ref::<ApiError>() {
+    if let Some(HttpError(api)) = err.downcast_ref::<HttpError>() {
         return api.clone();
     }
     if let Some(param) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
@@ -89,13 +156,13 @@ pub fn from_extractor(err: &poem::Error) -> ApiError {
     }
 }
 
-impl poem::error::ResponseError for ApiError {
+impl poem::error::ResponseError for HttpError {
     fn status(&self) -> StatusCode {
-        self.code().status()
+        self.0.code().status()
     }
 
     fn as_response(&self) -> poem::Response {
-        problem_response(self)
+        problem_response(&self.0)
     }
 }
 
@@ -113,7 +180,7 @@ macro_rules! error_responses {
         impl From<$crate::error::ApiError> for $resp {
             fn from(err: $crate::error::ApiError) -> Self {
                 use poem::http::StatusCode;
-                use $crate::api::errors::problem;
+                use $crate::api::errors::{HttpStatus as _, problem};
                 let retry_after = err.retry_after_secs().unwrap_or_default();
                 match err.code().status() {
                     StatusCode::BAD_REQUEST => Self::BadRequest(problem(&err)),
@@ -164,6 +231,10 @@ mod tests {
                 );
             }
         }
+        for code in ErrorCode::ALL {
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+        }
+        assert_eq!(ApiError::JobNotFound.code().status(), StatusCode::NOT_FOUND);
         let empty = no_store(StreamResponse::NoContent.into_response());
         assert_eq!(empty.status(), StatusCode::NO_CONTENT);
         assert_eq!(empty.headers()[header::CACHE_CONTROL], "no-store");

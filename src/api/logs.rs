@@ -1,8 +1,6 @@
 //! The log operations a viewer pages and follows: history (both ways, and around a line) and
 //! the live Server-Sent Events stream.
 
-use std::sync::Arc;
-
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, OpenApi, Tags,
@@ -11,18 +9,18 @@ use poem_openapi::{
 };
 
 use super::{
-    errors::{error_responses, from_extractor},
+    ApiState,
+    errors::{Problem, error_responses, from_extractor},
     json::RawJson,
     sse::SseFrames,
 };
 use crate::{
-    app::AppState,
     auth::Session,
     error::ApiError,
     history::{self, Cursor},
     ids::{JobId, StreamId},
-    stream::{self, Opened, Requester},
-    wire::{Problem, payload::HistoryPage},
+    viewer::{self, Opened, Requester},
+    wire::payload::HistoryPage,
 };
 
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -140,7 +138,7 @@ impl LogsApi {
     async fn history(
         &self,
         session: Session,
-        state: Data<&Arc<AppState>>,
+        state: Data<&ApiState>,
         /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
         job_id: Path<JobId>,
         /// Exclusive upper bound: a stream id `<ms>-<seq>` (usually the previous page's `oldest_id`).
@@ -197,7 +195,7 @@ impl LogsApi {
     async fn stream(
         &self,
         session: Session,
-        state: Data<&Arc<AppState>>,
+        state: Data<&ApiState>,
         req: &poem::Request,
         /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
         job_id: Path<JobId>,
@@ -228,7 +226,7 @@ impl LogsApi {
                 user_id: session.user_id,
                 valid_until: session.valid_until,
             };
-            stream::open(state.streams(), requester, job, resume).await
+            viewer::open(state.streams(), requester, job, resume).await
         };
         match result.await {
             Ok(Opened::NoContent) => StreamResponse::NoContent,

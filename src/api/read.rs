@@ -1,6 +1,6 @@
 //! The operations over the whole retained log: download it as text, and search it.
 
-use std::{io, sync::Arc};
+use std::io;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -13,18 +13,18 @@ use poem_openapi::{
 };
 
 use super::{
-    errors::{error_responses, from_extractor},
+    ApiState,
+    errors::{Problem, error_responses, from_extractor},
     json::RawJson,
     logs::{ApiTags, DEFAULT_LIMIT, MAX_LIMIT},
 };
 use crate::{
-    app::AppState,
     auth::Session,
     download,
     error::ApiError,
     ids::{JobId, StreamId},
     search::{self, Query as SearchQuery},
-    wire::{Problem, lines::TextFormat, payload::SearchPage},
+    wire::{lines::TextFormat, payload::SearchPage},
 };
 
 /// The whole-log operations.
@@ -168,7 +168,7 @@ impl ReadApi {
     async fn download(
         &self,
         session: Session,
-        state: Data<&Arc<AppState>>,
+        state: Data<&ApiState>,
         /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
         job_id: Path<JobId>,
         /// `keep` (default) or `strip` the text's ANSI escape sequences.
@@ -211,7 +211,7 @@ impl ReadApi {
     async fn search(
         &self,
         session: Session,
-        state: Data<&Arc<AppState>>,
+        state: Data<&ApiState>,
         /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
         job_id: Path<JobId>,
         /// What to find: 1-256 characters, a literal (or a pattern with `regex=true`).

@@ -3,13 +3,13 @@
 //! every event stream on every path, and drains connections at shutdown. Nothing above this
 //! module knows about sockets: an event stream is a response carrying an
 //! [`EventStream`] (its frames, which a detached stream's writer takes straight from the
-//! engine, and its [`StreamEnds`](crate::wire::sse::StreamEnds)), and the rest is decided here.
+//! engine, and its [`StreamEnds`](crate::outlet::StreamEnds)), and the rest is decided here.
 //!
 //! Which event streams leave hyper, and why: an idle stream must cost little memory, and
 //! hyper keeps an 8 KB read buffer and an 8 KB write buffer per HTTP/1 connection for as long
 //! as it serves it. So a `GET` stream on HTTP/1.1 or HTTP/1.0 is *detached*: the connection
 //! task drops hyper's connection and writes the head and the body to the socket itself
-//! ([`stream::write_detached`]). It detaches only once hyper has flushed every byte of the
+//! ([`socket_writer::write_detached`]). It detaches only once hyper has flushed every byte of the
 //! responses before it on the connection (pipelined requests), waiting for that if it must, so
 //! no earlier response is ever cut short; what the client sends after the stream request is
 //! read and discarded. A `HEAD` stays with hyper (it has no body), and so does HTTP/2, where a
@@ -23,8 +23,7 @@
 //! response is in flight.
 
 mod io;
-// The crate sees it for the channel's model, which runs a feed's puts through a real `Wire`.
-pub(crate) mod stream;
+mod socket_writer;
 mod watch;
 
 use std::{
@@ -58,10 +57,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::{
     io::{ConnState, InFlight, Socket},
-    stream::{Detached, Limits, write_detached},
+    socket_writer::{Detached, Limits, write_detached},
     watch::{H2Conn, Shaper, WatchCounters, WatchExec},
 };
-use crate::wire::sse::EventStream;
+use crate::outlet::EventStream;
 
 /// Largest request head (HTTP/1: 431 past it) or header list (HTTP/2).
 const MAX_HEAD_BYTES: usize = 64 * 1024;

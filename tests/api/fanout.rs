@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use buildlogs::{ids::StreamId, writer::Source};
+use buildlogs::{ids::StreamId, runner_format::Source};
 
 use crate::helpers::*;
 

@@ -18,7 +18,7 @@ use std::{
     task::{Context, Poll, RawWaker, RawWakerVTable, Waker},
 };
 
-use buildlogs::gate::Gated;
+use buildlogs::wake_gate::Gated;
 
 /// A task waker that counts its wakes and, once armed, runs a hook at its next clone.
 #[derive(Default)]

@@ -13,9 +13,9 @@ use buildlogs::{
     App, AppState, Config,
     dev::{Signer, generate_rsa_pem},
     ids::JobId,
+    metrics::Metrics,
+    runner_format::LogWriter,
     store::{LogStore, memory::MemoryStore},
-    telemetry::Metrics,
-    writer::LogWriter,
 };
 use futures_util::{StreamExt, stream::BoxStream};
 use rand::Rng;
@@ -288,7 +288,12 @@ pub async fn append_lines(writer: &LogWriter, job: &JobId, n: usize, prefix: &st
     for i in 0..n {
         let text = format!("{prefix}{i}");
         let id = writer
-            .append(job, buildlogs::writer::Source::Stdout, "build", &text)
+            .append(
+                job,
+                buildlogs::runner_format::Source::Stdout,
+                "build",
+                &text,
+            )
             .await
             .unwrap();
         ids.push(id.to_string());

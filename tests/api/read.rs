@@ -111,7 +111,7 @@ async fn a_download_is_a_snapshot_and_says_when_its_start_was_trimmed() {
         last = writer
             .append(
                 &job,
-                buildlogs::writer::Source::Stdout,
+                buildlogs::runner_format::Source::Stdout,
                 "build",
                 &format!("l{i}"),
             )

@@ -5,8 +5,8 @@ use std::{sync::Arc, time::Duration};
 
 use buildlogs::{
     ids::{JobId, StreamId},
+    runner_format::{LogWriter, Source},
     store::{EntryRef, Job, JobStatus, LogStore, Scan, Span},
-    writer::{LogWriter, Source},
 };
 use futures_util::StreamExt;
 

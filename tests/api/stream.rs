@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use buildlogs::{ids::StreamId, writer::Source};
+use buildlogs::{ids::StreamId, runner_format::Source};
 use serde_json::{Value, json};
 
 use crate::helpers::*;

@@ -10,7 +10,7 @@ use std::{
 
 use buildlogs::{
     ids::JobId,
-    writer::{LogWriter, Source},
+    runner_format::{LogWriter, Source},
 };
 use buildlogs_test_support::slot::key_slot;
 use serde_json::Value;
