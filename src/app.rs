@@ -19,16 +19,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{
-        self,
-        errors::{from_extractor, no_store, problem_response},
-    },
+    api,
     auth::{AuthContext, AuthSettings, Verifier},
     config::Config,
     cors::Cors,
     dev,
     error::ApiError,
     fanout::{Hub, hub::HubSettings},
+    http_errors::{from_extractor, no_store, problem_response},
     limits::StreamLimits,
     metrics::{AuthFailureReason, Metrics},
     server,

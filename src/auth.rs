@@ -19,7 +19,7 @@ use poem_openapi::{
 };
 use serde::Deserialize;
 
-use crate::{api::errors::HttpError, config::Config, error::ApiError, metrics::AuthFailureReason};
+use crate::{config::Config, error::ApiError, http_errors::HttpError, metrics::AuthFailureReason};
 
 /// Tokens longer than this are refused unread (a Clerk session token is about 1 KB).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;

@@ -13,9 +13,11 @@
 //!   ([`telemetry`]: the poem middleware and tracing; the registry is the engine's
 //!   [`metrics`]), shutdown. `main.rs` only parses the command line and calls [`app::run`].
 //! - [`auth`]: Clerk session tokens (Bearer or `__session` cookie), PEM and JWKS keys.
-//! - [`api`]: the typed operations (history, the live stream, download, search), the
-//!   OpenAPI document, each error code's HTTP status and the problem body; they call the
-//!   engine through the state they declare ([`api::ApiState`]), which the app provides.
+//! - [`api`]: the typed operations (history, the live stream, download, search) and the
+//!   OpenAPI document; they call the engine through the state they declare
+//!   ([`api::ApiState`]), which the app provides.
+//! - [`http_errors`]: each error code's HTTP status, the problem+json body, and errors as
+//!   responses (typed, untyped, and poem's own extractor failures), for `api`, `auth` and `app`.
 //! - [`dev`]: `serve --dev`, a throwaway key and a demo job for a local try-out, and the example
 //!   viewer (`@buildlogs/react`) at `/viewer/` with its token route, mounted only in dev mode.
 //!
@@ -33,6 +35,7 @@ pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod dev;
+pub mod http_errors;
 pub mod server;
 pub mod telemetry;
 

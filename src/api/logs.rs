@@ -8,16 +8,12 @@ use poem_openapi::{
     payload::Json,
 };
 
-use super::{
-    ApiState,
-    errors::{Problem, error_responses, from_extractor},
-    json::RawJson,
-    sse::SseFrames,
-};
+use super::{ApiState, json::RawJson, sse::SseFrames};
 use crate::{
     auth::Session,
     error::ApiError,
     history::{self, Cursor},
+    http_errors::{Problem, error_responses, from_extractor},
     ids::{JobId, StreamId},
     viewer::{self, Opened, Requester},
     wire::payload::HistoryPage,

@@ -8,7 +8,6 @@
 //! The document produced here is what `/openapi.json`, `buildlogs openapi` and the committed
 //! `openapi/openapi.json` contain.
 
-pub mod errors;
 pub mod json;
 pub mod logs;
 pub mod read;

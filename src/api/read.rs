@@ -14,7 +14,6 @@ use poem_openapi::{
 
 use super::{
     ApiState,
-    errors::{Problem, error_responses, from_extractor},
     json::RawJson,
     logs::{ApiTags, DEFAULT_LIMIT, MAX_LIMIT},
 };
@@ -22,6 +21,7 @@ use crate::{
     auth::Session,
     download,
     error::ApiError,
+    http_errors::{Problem, error_responses, from_extractor},
     ids::{JobId, StreamId},
     search::{self, Query as SearchQuery},
     wire::{lines::TextFormat, payload::SearchPage},

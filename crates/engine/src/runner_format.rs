@@ -1,7 +1,7 @@
 //! Writing logs and job records exactly as the job runner does (contract §1). Used by the
 //! `--dev` demo and the tests; the embedded store receives the same writes as Redis would.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use time::{OffsetDateTime, macros::format_description};
 
@@ -10,10 +10,10 @@ use crate::{
     store::{LogStore, StoreResult},
 };
 
+pub use crate::store::RUNNER_TTL;
+
 /// The runner's `XADD MAXLEN ~` bound.
 pub const RUNNER_MAXLEN: usize = 50_000;
-/// The runner refreshes this expiry on the stream at every write.
-pub const RUNNER_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// The runner caps `text` at this many characters, then appends [`TRUNCATION_MARK`].
 pub const MAX_TEXT_CHARS: usize = 2_000;
 pub const TRUNCATION_MARK: &str = "...[truncated]";

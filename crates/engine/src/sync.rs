@@ -1,6 +1,7 @@
-//! The synchronisation types of the hand-made primitives (`gate`, `fanout::channel`, the
-//! server's `Wire`): std's (and futures') normally, loom's under `--cfg buildlogs_loom`, so that
-//! the models in `crate::models` explore every interleaving of the very code the service runs.
+//! The synchronisation types of the hand-made primitives (`wake_gate`, `fanout::channel`,
+//! `outlet::Wire`): std's (and futures') normally, loom's under `--cfg buildlogs_loom`, so that
+//! the `model` submodule beside each explores every interleaving of the very code the service
+//! runs.
 //!
 //! The cfg is the crate's own: `--cfg loom` would also switch tokio's loom paths on and break
 //! its build. `Arc` stays std's (a `Waker` is made from a std `Arc`); what loom must see are

@@ -8,7 +8,7 @@
 
 pub mod chunks;
 mod ends;
-mod wire;
+mod wire_outlet;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -19,7 +19,7 @@ use futures_util::{
 };
 
 pub use ends::{LagWatch, StreamEnds};
-pub use wire::{Claim, MAX_PUT_BYTES, Wire, WriteNow};
+pub use wire_outlet::{Claim, MAX_PUT_BYTES, Wire, WriteNow};
 
 /// Marks a response as an event stream (a response extension): its [`Frames`], for the
 /// connection to write itself, its [`StreamEnds`], and where the connection may lend it an

@@ -23,13 +23,10 @@ use tokio::{
 };
 
 use super::{
-    EntryRef, Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, Scan, Scanned, Span,
-    StoreResult, StreamInfo,
+    EntryRef, Fields, Job, JobStatus, LiveReader, LogEntry, LogStore, RUNNER_TTL, Scan, Scanned,
+    Span, StoreResult, StreamInfo,
 };
-use crate::{
-    ids::{JobId, StreamId},
-    runner_format::RUNNER_TTL,
-};
+use crate::ids::{JobId, StreamId};
 
 /// How often the sweep drops expired streams and forgotten job records.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);

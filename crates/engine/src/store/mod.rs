@@ -18,6 +18,10 @@ use futures_util::stream::BoxStream;
 
 use crate::ids::{JobId, StreamId};
 
+/// The runner refreshes this expiry on a log stream at every write (the embedded store keeps
+/// a stream as long).
+pub const RUNNER_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
 /// Status values the runner writes; `ready` and `failed` are terminal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobStatus(pub String);

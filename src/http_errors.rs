@@ -180,7 +180,7 @@ macro_rules! error_responses {
         impl From<$crate::error::ApiError> for $resp {
             fn from(err: $crate::error::ApiError) -> Self {
                 use poem::http::StatusCode;
-                use $crate::api::errors::{HttpStatus as _, problem};
+                use $crate::http_errors::{HttpStatus as _, problem};
                 let retry_after = err.retry_after_secs().unwrap_or_default();
                 match err.code().status() {
                     StatusCode::BAD_REQUEST => Self::BadRequest(problem(&err)),
