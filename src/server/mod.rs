@@ -52,7 +52,7 @@ use poem::{
     web::{LocalAddr, RemoteAddr},
 };
 use prometheus_client::metrics::counter::Counter;
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::{net::TcpListener, sync::oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::{
@@ -242,11 +242,11 @@ impl Connection {
             return;
         }
         let socket = io.tcp();
-        let slot = Arc::new(DetachSlot::default());
+        let (detach, detached) = oneshot::channel();
         let service = Service {
             conn: self,
             state: state.clone(),
-            detach: Some(slot.clone()),
+            detach: Some(Arc::new(Mutex::new(Some(detach)))),
         };
         // Boxed, so that dropping it on detach returns its buffers and state to the allocator.
         let conn = Box::pin(protocols.http1.serve_connection(TokioIo::new(io), service));
@@ -255,11 +255,12 @@ impl Connection {
             tokio::pin!(run);
             tokio::select! {
                 biased;
-                handover = slot.taken() => handover,
+                // The sender goes with the service, when hyper is done with the connection:
+                // then `run` has ended too.
+                Ok(handover) = detached => handover,
                 () = &mut run => return,
             }
         };
-        drop(slot);
         if let Handover::Stream(detached) = handover {
             if let Some(bytes) = limits.stream_send_buffer
                 && let Err(err) = socket2::SockRef::from(&*socket).set_send_buffer_size(bytes)
@@ -286,33 +287,9 @@ enum Handover {
     Close,
 }
 
-/// Where a connection's [`Service`] leaves a [`Handover`] for the connection task.
-#[derive(Default)]
-struct DetachSlot {
-    handover: Mutex<Option<Handover>>,
-    ready: Notify,
-}
-
-impl DetachSlot {
-    fn put(&self, handover: Handover) {
-        *self.handover.lock().unwrap_or_else(|p| p.into_inner()) = Some(handover);
-        self.ready.notify_one();
-    }
-
-    async fn taken(&self) -> Handover {
-        loop {
-            if let Some(handover) = self
-                .handover
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-            {
-                return handover;
-            }
-            self.ready.notified().await;
-        }
-    }
-}
+/// Where a connection's [`Service`] hands a [`Handover`] to the connection task: once, by
+/// whichever request takes the sender.
+type DetachSlot = Arc<Mutex<Option<oneshot::Sender<Handover>>>>;
 
 /// Hands each request of one connection to the poem endpoint.
 #[derive(Clone)]
@@ -320,7 +297,7 @@ struct Service {
     conn: Connection,
     state: Arc<ConnState>,
     /// On HTTP/1 connections: where a detached event stream is handed to the connection task.
-    detach: Option<Arc<DetachSlot>>,
+    detach: Option<DetachSlot>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Service {
@@ -374,7 +351,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
                     } else {
                         Handover::Close
                     };
-                    slot.put(handover);
+                    let sender = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(sender) = sender {
+                        let _ = sender.send(handover);
+                    }
                     // hyper never sees this response: the connection task drops the connection.
                     return std::future::pending().await;
                 }
