@@ -171,13 +171,56 @@ pub fn problem(err: &ApiError) -> poem_openapi::payload::Json<Problem> {
     poem_openapi::payload::Json(Problem::from(err))
 }
 
-/// Implements `From<ApiError>` for an operation's response enum by the error's status (from
-/// the one table in [`crate::error`]): its variants `BadRequest`, `Unauthorized` (with
-/// `WWW-Authenticate`), `NotFound`, `ServiceUnavailable` and `TooManyRequests` (with
-/// `Retry-After`), and `Internal`. An operation without a 429 names no `TooManyRequests`.
-macro_rules! error_responses {
-    ($resp:ident $(, $too_many:ident)?) => {
-        impl From<$crate::error::ApiError> for $resp {
+/// Declares an operation's response enum: its own variants (the success ones, written out),
+/// then the error variants every operation shares, declared once here: `BadRequest` (its
+/// description given per operation), `Unauthorized` (with `WWW-Authenticate`), `NotFound`,
+/// `TooManyRequests` (with `Retry-After`; only where the operation names it, with its
+/// description), `Internal` and `ServiceUnavailable` (with `Retry-After`), in that order. It
+/// also implements `From<ApiError>` for the enum by the error's status (from
+/// [`HttpStatus`]).
+macro_rules! operation_responses {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident { $($own:tt)* }
+        $(#[$bad:meta])* BadRequest;
+        $($(#[$many:meta])* $too_many:ident;)?
+    ) => {
+        #[derive(poem_openapi::ApiResponse)]
+        $(#[$meta])*
+        $vis enum $name {
+            $($own)*
+            $(#[$bad])*
+            #[oai(status = 400, content_type = "application/problem+json")]
+            BadRequest(poem_openapi::payload::Json<$crate::http_errors::Problem>),
+            /// Missing or invalid session token (`unauthorized`).
+            #[oai(status = 401, content_type = "application/problem+json")]
+            Unauthorized(
+                poem_openapi::payload::Json<$crate::http_errors::Problem>,
+                #[oai(header = "WWW-Authenticate")] String,
+            ),
+            /// No such job, or not yours (`job_not_found`); the two are indistinguishable.
+            #[oai(status = 404, content_type = "application/problem+json")]
+            NotFound(poem_openapi::payload::Json<$crate::http_errors::Problem>),
+            $(
+                $(#[$many])*
+                #[oai(status = 429, content_type = "application/problem+json")]
+                $too_many(
+                    poem_openapi::payload::Json<$crate::http_errors::Problem>,
+                    #[oai(header = "Retry-After")] u64,
+                ),
+            )?
+            /// An internal failure (`internal`); details are in the server's log only.
+            #[oai(status = 500, content_type = "application/problem+json")]
+            Internal(poem_openapi::payload::Json<$crate::http_errors::Problem>),
+            /// The log store is down or not answering (`store_unavailable`); retry after `Retry-After` seconds.
+            #[oai(status = 503, content_type = "application/problem+json")]
+            ServiceUnavailable(
+                poem_openapi::payload::Json<$crate::http_errors::Problem>,
+                #[oai(header = "Retry-After")] u64,
+            ),
+        }
+
+        impl From<$crate::error::ApiError> for $name {
             fn from(err: $crate::error::ApiError) -> Self {
                 use poem::http::StatusCode;
                 use $crate::http_errors::{HttpStatus as _, problem};
@@ -194,7 +237,7 @@ macro_rules! error_responses {
         }
     };
 }
-pub(crate) use error_responses;
+pub(crate) use operation_responses;
 
 #[cfg(test)]
 mod tests {

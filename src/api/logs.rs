@@ -3,9 +3,8 @@
 
 use poem::web::Data;
 use poem_openapi::{
-    ApiResponse, OpenApi, Tags,
+    OpenApi, Tags,
     param::{Header, Path, Query},
-    payload::Json,
 };
 
 use super::{ApiState, json::RawJson, sse::SseFrames};
@@ -13,7 +12,7 @@ use crate::{
     auth::Session,
     error::ApiError,
     history::{self, Cursor},
-    http_errors::{Problem, error_responses, from_extractor},
+    http_errors::{from_extractor, operation_responses},
     ids::{JobId, StreamId},
     viewer::{self, Opened, Requester},
     wire::payload::HistoryPage,
@@ -31,82 +30,55 @@ pub(super) enum ApiTags {
 /// Operations on a job's build logs.
 pub struct LogsApi;
 
-/// Responses of the history operation.
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "history_bad_request")]
-pub enum HistoryResponse {
-    /// A page of lines, oldest first.
-    #[oai(status = 200)]
-    Ok(
-        RawJson<HistoryPage>,
-        /// Always `no-store`: the page is private to the job's owner.
-        #[oai(header = "Cache-Control")]
-        String,
-    ),
+operation_responses! {
+    /// Responses of the history operation.
+    #[oai(bad_request_handler = "history_bad_request")]
+    pub enum HistoryResponse {
+        /// A page of lines, oldest first.
+        #[oai(status = 200)]
+        Ok(
+            RawJson<HistoryPage>,
+            /// Always `no-store`: the page is private to the job's owner.
+            #[oai(header = "Cache-Control")]
+            String,
+        ),
+    }
     /// Malformed `job_id` (`invalid_job_id`), a malformed cursor or more than one
     /// (`invalid_cursor`), or a malformed `limit` (`invalid_limit`).
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// Missing or invalid session token (`unauthorized`).
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
-    /// No such job, or not yours (`job_not_found`); the two are indistinguishable.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// An internal failure (`internal`); details are in the server's log only.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The log store is down or not answering (`store_unavailable`); retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    ServiceUnavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    BadRequest;
 }
-error_responses!(HistoryResponse);
 
 fn history_bad_request(err: poem::Error) -> HistoryResponse {
     from_extractor(&err).into()
 }
 
-/// Responses of the stream operation.
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "stream_bad_request")]
-pub enum StreamResponse {
-    /// The event stream: `retry:` first, then `start`, `reset` when a resume point is gone,
-    /// `log` lines, `heartbeat`s, and `done` at the end. Never compressed.
-    #[oai(status = 200)]
-    Ok(
-        SseFrames,
-        /// Always `no-cache`.
-        #[oai(header = "Cache-Control")]
-        String,
-        /// Always `no`: proxies must not buffer the stream.
-        #[oai(header = "X-Accel-Buffering")]
-        String,
-    ),
-    /// Resumed after the end: the job is finished and nothing is left after `Last-Event-ID`.
-    /// A browser EventSource stops reconnecting on 204.
-    #[oai(status = 204)]
-    NoContent,
+operation_responses! {
+    /// Responses of the stream operation.
+    #[oai(bad_request_handler = "stream_bad_request")]
+    pub enum StreamResponse {
+        /// The event stream: `retry:` first, then `start`, `reset` when a resume point is gone,
+        /// `log` lines, `heartbeat`s, and `done` at the end. Never compressed.
+        #[oai(status = 200)]
+        Ok(
+            SseFrames,
+            /// Always `no-cache`.
+            #[oai(header = "Cache-Control")]
+            String,
+            /// Always `no`: proxies must not buffer the stream.
+            #[oai(header = "X-Accel-Buffering")]
+            String,
+        ),
+        /// Resumed after the end: the job is finished and nothing is left after `Last-Event-ID`.
+        /// A browser EventSource stops reconnecting on 204.
+        #[oai(status = 204)]
+        NoContent,
+    }
     /// Malformed `job_id` (`invalid_job_id`) or `Last-Event-ID` (`invalid_cursor`).
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// Missing or invalid session token (`unauthorized`).
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
-    /// No such job, or not yours (`job_not_found`); the two are indistinguishable.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
+    BadRequest;
     /// Too many open streams for this user or this instance (`too_many_streams`); retry after
     /// `Retry-After` seconds. Open streams are untouched.
-    #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
-    /// An internal failure (`internal`); details are in the server's log only.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The log store is down or not answering (`store_unavailable`); retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    ServiceUnavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests;
 }
-error_responses!(StreamResponse, TooManyRequests);
 
 fn stream_bad_request(err: poem::Error) -> StreamResponse {
     from_extractor(&err).into()

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{Fields, Span};
-use crate::ids::{JobId, StreamId};
+use crate::ids::JobId;
 
 /// The record fields buildlogs reads: `user_id`, then `status`.
 pub(super) fn job_record(job: &JobId) -> redis::Cmd {
@@ -43,22 +43,6 @@ pub(super) fn range(job: &JobId, span: Span, count: usize) -> Option<redis::Cmd>
     };
     cmd.arg("COUNT").arg(count);
     Some(cmd)
-}
-
-/// Up to `count` entries strictly older than `before`, newest first; `None` when nothing can
-/// be older (`0-0`).
-pub(super) fn range_before(
-    job: &JobId,
-    before: Option<StreamId>,
-    count: usize,
-) -> Option<redis::Cmd> {
-    range(job, Span::Before(before), count)
-}
-
-/// Up to `count` entries strictly newer than `after`, oldest first; `None` when nothing can be
-/// newer.
-pub(super) fn range_after(job: &JobId, after: StreamId, count: usize) -> Option<redis::Cmd> {
-    range(job, Span::After { after, until: None }, count)
 }
 
 /// The runner's append: `XADD … MAXLEN ~ maxlen * field value …`.

@@ -207,41 +207,29 @@ impl LogStore for MemoryStore {
         }))
     }
 
-    async fn range_before(
-        &self,
-        job: &JobId,
-        before: Option<StreamId>,
-        count: usize,
-    ) -> StoreResult<Vec<LogEntry>> {
+    async fn range(&self, job: &JobId, span: Span, count: usize) -> StoreResult<Vec<LogEntry>> {
         let mut state = self.lock();
         let Some(stream) = state.stream(job) else {
             return Ok(Vec::new());
         };
-        let end = match before {
-            Some(before) => stream.entries.partition_point(|e| e.id < before),
-            None => stream.entries.len(),
-        };
-        Ok(stream
-            .entries
-            .range(..end)
-            .rev()
-            .take(count)
-            .cloned()
-            .collect())
-    }
-
-    async fn range_after(
-        &self,
-        job: &JobId,
-        after: StreamId,
-        count: usize,
-    ) -> StoreResult<Vec<LogEntry>> {
-        let mut state = self.lock();
-        let Some(stream) = state.stream(job) else {
-            return Ok(Vec::new());
-        };
-        let start = stream.entries.partition_point(|e| e.id <= after);
-        Ok(stream.entries.range(start..).take(count).cloned().collect())
+        let entries = &stream.entries;
+        Ok(match span {
+            Span::Before(before) => {
+                let end = match before {
+                    Some(before) => entries.partition_point(|e| e.id < before),
+                    None => entries.len(),
+                };
+                entries.range(..end).rev().take(count).cloned().collect()
+            }
+            Span::After { after, until } => {
+                let start = entries.partition_point(|e| e.id <= after);
+                let end = match until {
+                    Some(until) => entries.partition_point(|e| e.id <= until).max(start),
+                    None => entries.len(),
+                };
+                entries.range(start..end).take(count).cloned().collect()
+            }
+        })
     }
 
     async fn read(

@@ -136,6 +136,14 @@ pub enum Span {
 }
 
 impl Span {
+    /// The Redis command that reads it (`XREVRANGE` or `XRANGE`), as metrics and logs name it.
+    pub fn command(self) -> &'static str {
+        match self {
+            Self::Before(_) => "XREVRANGE",
+            Self::After { .. } => "XRANGE",
+        }
+    }
+
     /// Whether no entry can be in it (nothing is older than `0-0`, nothing newer than the max).
     pub fn is_empty(self) -> bool {
         match self {
@@ -246,13 +254,20 @@ pub trait LogStore: Send + Sync + 'static {
     /// Stream metadata, or `None` when the stream key does not exist.
     async fn stream_info(&self, job: &JobId) -> StoreResult<Option<StreamInfo>>;
 
+    /// Up to `count` entries of `span`, in its order (newest first for `Before`, oldest first
+    /// for `After`); nothing when the span is empty or the stream does not exist. A logs key of
+    /// another type than a stream reads as no stream, with a warning.
+    async fn range(&self, job: &JobId, span: Span, count: usize) -> StoreResult<Vec<LogEntry>>;
+
     /// Up to `count` entries strictly older than `before` (all when `None`), newest first.
     async fn range_before(
         &self,
         job: &JobId,
         before: Option<StreamId>,
         count: usize,
-    ) -> StoreResult<Vec<LogEntry>>;
+    ) -> StoreResult<Vec<LogEntry>> {
+        self.range(job, Span::Before(before), count).await
+    }
 
     /// Up to `count` entries strictly newer than `after`, oldest first.
     async fn range_after(
@@ -260,7 +275,10 @@ pub trait LogStore: Send + Sync + 'static {
         job: &JobId,
         after: StreamId,
         count: usize,
-    ) -> StoreResult<Vec<LogEntry>>;
+    ) -> StoreResult<Vec<LogEntry>> {
+        self.range(job, Span::After { after, until: None }, count)
+            .await
+    }
 
     /// Runs `scans` in order, reading the job record first when `with_job` (`None` when not
     /// asked for, or when there is no such job), in one round trip where the backend can. The

@@ -22,8 +22,8 @@ use redis::{AsyncConnectionConfig, Value, aio::MultiplexedConnection};
 use tokio::sync::Mutex;
 
 use super::{
-    EntryRef, Fields, Job, LiveReader, LogEntry, LogStore, Scan, Scanned, StoreError, StoreResult,
-    StreamInfo, commands, job_from_fields, resp,
+    EntryRef, Fields, Job, LiveReader, LogEntry, LogStore, Scan, Scanned, Span, StoreError,
+    StoreResult, StreamInfo, commands, job_from_fields, resp,
 };
 use crate::{
     ids::{JobId, StreamId},
@@ -45,7 +45,7 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// A range's entries; a logs key of another type reads as no stream.
-    async fn range(
+    async fn range_reply(
         &self,
         what: &'static str,
         job: &JobId,
@@ -230,26 +230,9 @@ impl LogStore for RedisStore {
         self.observe("XINFO", result)
     }
 
-    async fn range_before(
-        &self,
-        job: &JobId,
-        before: Option<StreamId>,
-        count: usize,
-    ) -> StoreResult<Vec<LogEntry>> {
-        match commands::range_before(job, before, count) {
-            Some(cmd) => self.range("XREVRANGE", job, &cmd).await,
-            None => Ok(Vec::new()),
-        }
-    }
-
-    async fn range_after(
-        &self,
-        job: &JobId,
-        after: StreamId,
-        count: usize,
-    ) -> StoreResult<Vec<LogEntry>> {
-        match commands::range_after(job, after, count) {
-            Some(cmd) => self.range("XRANGE", job, &cmd).await,
+    async fn range(&self, job: &JobId, span: Span, count: usize) -> StoreResult<Vec<LogEntry>> {
+        match commands::range(job, span, count) {
+            Some(cmd) => self.range_reply(span.command(), job, &cmd).await,
             None => Ok(Vec::new()),
         }
     }

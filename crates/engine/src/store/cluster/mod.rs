@@ -34,7 +34,7 @@ use redis::{
 };
 
 use super::{
-    Fields, Job, LiveReader, LogEntry, LogStore, Scan, Scanned, StoreError, StoreResult,
+    Fields, Job, LiveReader, LogEntry, LogStore, Scan, Scanned, Span, StoreError, StoreResult,
     StreamInfo, commands,
     redis::{
         COMMAND_TIMEOUT, check_version, map_err, not_a_stream, parse_entries, parse_stream_info,
@@ -145,7 +145,12 @@ impl ClusterStore {
     }
 
     /// A range read's reply; a logs key of another type reads as no stream (nil).
-    async fn range(&self, what: &'static str, job: &JobId, cmd: &redis::Cmd) -> StoreResult<Value> {
+    async fn range_reply(
+        &self,
+        what: &'static str,
+        job: &JobId,
+        cmd: &redis::Cmd,
+    ) -> StoreResult<Value> {
         match self.query::<Value>(what, cmd).await {
             Err(StoreError::WrongType) => {
                 not_a_stream(job);
@@ -225,30 +230,10 @@ impl LogStore for ClusterStore {
         }
     }
 
-    async fn range_before(
-        &self,
-        job: &JobId,
-        before: Option<StreamId>,
-        count: usize,
-    ) -> StoreResult<Vec<LogEntry>> {
-        match commands::range_before(job, before, count) {
+    async fn range(&self, job: &JobId, span: Span, count: usize) -> StoreResult<Vec<LogEntry>> {
+        match commands::range(job, span, count) {
             Some(cmd) => self
-                .range("XREVRANGE", job, &cmd)
-                .await
-                .and_then(parse_entries),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    async fn range_after(
-        &self,
-        job: &JobId,
-        after: StreamId,
-        count: usize,
-    ) -> StoreResult<Vec<LogEntry>> {
-        match commands::range_after(job, after, count) {
-            Some(cmd) => self
-                .range("XRANGE", job, &cmd)
+                .range_reply(span.command(), job, &cmd)
                 .await
                 .and_then(parse_entries),
             None => Ok(Vec::new()),
@@ -272,7 +257,7 @@ impl LogStore for ClusterStore {
         let spans: Vec<_> = scans.iter().map(|scan| (scan.span, scan.count)).collect();
         let ranges = join_all(spans.into_iter().map(|(span, count)| async move {
             match commands::range(job, span, count) {
-                Some(cmd) => self.range("XRANGE", job, &cmd).await,
+                Some(cmd) => self.range_reply("XRANGE", job, &cmd).await,
                 None => Ok(Value::Nil),
             }
         }));
