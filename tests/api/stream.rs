@@ -340,12 +340,8 @@ async fn reset_when_the_resume_point_was_trimmed() {
     let job = app.job("user_a", "code").await;
     let ids = append_lines(&app.writer.clone().with_maxlen(5), &job, 400, "line ").await;
     let page: Value = app
-        .http
-        .get(app.url(&format!("/api/jobs/{job}/logs?limit=500")))
-        .bearer_auth(token("user_a"))
-        .send()
+        .get_as("user_a", &format!("/api/jobs/{job}/logs?limit=500"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
