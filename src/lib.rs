@@ -7,7 +7,7 @@
 //!
 //! - [`server`]: the connection edge. Accepts connections, serves them with hyper under the
 //!   poem endpoint, takes an HTTP/1 event stream out of hyper to write it itself
-//!   ([`server::socket_writer`]), ends every stream on every path (client gone, stalled, token
+//!   (`server::socket_writer`), ends every stream on every path (client gone, stalled, token
 //!   expired, shutdown), and resets every HTTP/2 response that makes no progress.
 //! - [`app`]: builds the app from a [`config`] and serves it: routes, [`cors`], metrics
 //!   ([`telemetry`]: the poem middleware and tracing; the registry is the engine's

@@ -4,7 +4,7 @@
 //! A page is read in one round trip where the store can: the job record, the page's range
 //! and a probe of one or two ids on the other side of the cursor (which says whether lines
 //! exist there), pipelined. Lines go from the store's reply straight into the page's JSON
-//! ([`paging`]); only a page of long lines needs more reads, each sized by bytes.
+//! ([`paging`](crate::paging)); only a page of long lines needs more reads, each sized by bytes.
 
 use crate::{
     ids::{JobId, StreamId},

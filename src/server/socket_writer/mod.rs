@@ -7,11 +7,13 @@
 //! the client leaving and the stall limit (no write progress for that long). So a stream ends
 //! however its client leaves or stalls, and releases everything it held at once.
 //!
-//! A detached stream also lends its engine an [`Outlet`] ([`Wire`]): while the writer has
+//! A detached stream also lends its engine an
+//! [`Outlet`](buildlogs_engine::outlet::Outlet) ([`Wire`]): while the writer has
 //! nothing in hand, the job's feed writes new lines to the socket itself, in order with the
 //! writer's own writes, and the writer's task sleeps through them.
 //!
-//! What a stalled connection holds: a put takes at most [`MAX_PUT_BYTES`] (16 KiB), and what
+//! What a stalled connection holds: a put takes at most
+//! [`MAX_PUT_BYTES`](buildlogs_engine::outlet::MAX_PUT_BYTES) (16 KiB), and what
 //! the socket did not take of it is copied into the `Wire`'s tail until the writer sends it.
 //! So beyond the socket's own buffers and the feed's shared ring, the tails of an instance's
 //! stalled viewers hold at most 16 KiB × `MAX_STREAMS` (320 MB at the default 20,000; a few

@@ -23,7 +23,7 @@ pub(super) struct Out<'a> {
     pub(super) socket: &'a TcpStream,
     pub(super) limits: Limits<'a>,
     pub(super) ends: &'a StreamEnds,
-    /// [`client_gone`] on this stream's socket.
+    /// [`client_gone`](super::close::client_gone) on this stream's socket.
     pub(super) gone: Gated<BoxFuture<'a, ()>>,
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Short commands (job lookups, `XINFO`) go through the deadpool pool, whose connections time
 //! out any reply. The reads that carry the most bytes (history, download, search: a record and
-//! ranges in one pipeline) go through [`resp`](super::resp)'s lean path, connections of its
+//! ranges in one pipeline) go through [`resp`]'s lean path, connections of its
 //! own whose replies are read in place. Blocking `XREAD`s never do: each [`RedisLiveReader`] owns a
 //! dedicated connection with no reply timeout of its own, so a dozen open streams cannot starve
 //! the pool that serves history. Pub/Sub hints come on another dedicated connection.
@@ -239,7 +239,7 @@ impl LogStore for RedisStore {
 
     /// One pipeline: the record's `HMGET` (when asked) and every scan's range, each answered on
     /// its own, so a key of another type fails only its own command. Read on the lean path
-    /// ([`resp`](super::resp)).
+    /// ([`resp`]).
     async fn read(
         &self,
         job: &JobId,
