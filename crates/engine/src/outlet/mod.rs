@@ -26,8 +26,11 @@ pub use wire_outlet::{Claim, MAX_PUT_BYTES, Wire, WriteNow};
 /// [`Outlet`].
 #[derive(Clone)]
 pub struct EventStream {
+    /// The stream's rendered frames, taken once.
     pub frames: Frames,
+    /// What ends the stream while its client reads nothing.
     pub ends: StreamEnds,
+    /// Where the connection may lend the stream an [`Outlet`].
     pub outlet: OutletSlot,
 }
 
@@ -65,6 +68,7 @@ impl OutletSlot {
 pub struct Frames(Arc<Mutex<Option<BoxStream<'static, Bytes>>>>);
 
 impl Frames {
+    /// Wraps a stream's frames, for one taker.
     pub fn new(frames: BoxStream<'static, Bytes>) -> Self {
         Self(Arc::new(Mutex::new(Some(frames))))
     }
