@@ -19,21 +19,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{
-        self,
-        errors::{from_extractor, no_store, problem_response},
-    },
+    api,
     auth::{AuthContext, AuthSettings, Verifier},
     config::Config,
     cors::Cors,
     dev,
     error::ApiError,
     fanout::{Hub, hub::HubSettings},
+    http_errors::{from_extractor, no_store, problem_response},
     limits::StreamLimits,
+    metrics::{AuthFailureReason, Metrics},
     server,
     store::{LogStore, StoreError, memory::MemoryStore, open_redis},
-    stream::{StreamContext, StreamSettings},
-    telemetry::{AuthFailureReason, Metrics, RequestMetrics},
+    telemetry::RequestMetrics,
+    viewer::{StreamContext, StreamSettings},
 };
 
 /// `buildlogs serve`: binds the listeners, builds the app (with the `--dev` kit when asked) and
@@ -64,7 +63,7 @@ pub async fn run(
         app = app.with_viewer(kit.viewer());
     }
     if let Some(kit) = kit {
-        kit.start(app.state(), addr).await?;
+        kit.start(app.state().streams(), addr).await?;
     }
     app.serve(Listeners { api, metrics }, signal).await?;
     Ok(())
@@ -285,6 +284,7 @@ impl App {
             .with_if(cors.is_some(), cors.unwrap_or_else(|| Cors::new(&[])))
             .with(RequestMetrics(self.state.metrics().clone()))
             .data(self.state.clone())
+            .data(api::ApiState(self.state.streams().clone()))
             .data(auth)
             .map_to_response()
             .map(|resp| async move { no_store(resp) })

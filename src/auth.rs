@@ -22,7 +22,7 @@ use poem_openapi::{
 };
 use serde::Deserialize;
 
-use crate::{config::Config, error::ApiError, telemetry::AuthFailureReason};
+use crate::{config::Config, error::ApiError, http_errors::HttpError, metrics::AuthFailureReason};
 
 /// Tokens longer than this are refused unread (a Clerk session token is about 1 KB).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -534,7 +534,7 @@ impl<'a> ApiExtractor<'a> for Session {
         result.map_err(|reason| {
             ctx.record_failure(reason);
             tracing::debug!(?reason, "authentication failed");
-            ApiError::Unauthorized.into()
+            HttpError(ApiError::Unauthorized).into()
         })
     }
 }

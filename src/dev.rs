@@ -31,10 +31,10 @@ use rsa::{
 };
 
 use crate::{
-    app::AppState,
     config::Config,
     ids::JobId,
-    writer::{LogWriter, Source},
+    runner_format::{LogWriter, Source},
+    viewer::StreamContext,
 };
 
 pub const DEV_USER: &str = "user_dev";
@@ -133,7 +133,7 @@ impl DevKit {
     }
 
     /// Prints the token and URLs, and starts the demo jobs.
-    pub async fn start(self, state: &Arc<AppState>, addr: SocketAddr) -> anyhow::Result<()> {
+    pub async fn start(self, streams: &StreamContext, addr: SocketAddr) -> anyhow::Result<()> {
         let (token, exp) = self.signer.session_token(DEV_USER, DEV_TOKEN_TTL);
         let expires = time::OffsetDateTime::from_unix_timestamp(exp as i64)
             .ok()
@@ -148,7 +148,7 @@ impl DevKit {
             addr.to_string()
         };
         let base = format!("http://{host}");
-        let writer = LogWriter::new(state.shared_store());
+        let writer = LogWriter::new(streams.store.clone());
         let first = JobId::parse("demo-1").expect("valid literal");
         // Create the first job before printing, so the printed commands work at once.
         writer.create_job(&first, DEV_USER, "queued").await?;
@@ -171,7 +171,7 @@ impl DevKit {
             every = self.every.as_secs(),
         );
 
-        let shutdown = state.shutdown().clone();
+        let shutdown = streams.shutdown.clone();
         let demo_secs = self.demo_secs;
         let every = self.every;
         tokio::spawn(async move {

@@ -1,28 +1,21 @@
 //! The log operations a viewer pages and follows: history (both ways, and around a line) and
 //! the live Server-Sent Events stream.
 
-use std::sync::Arc;
-
 use poem::web::Data;
 use poem_openapi::{
-    ApiResponse, OpenApi, Tags,
+    OpenApi, Tags,
     param::{Header, Path, Query},
-    payload::Json,
 };
 
-use super::{
-    errors::{error_responses, from_extractor},
-    json::RawJson,
-    sse::SseFrames,
-};
+use super::{ApiState, json::RawJson, sse::SseFrames};
 use crate::{
-    app::AppState,
     auth::Session,
     error::ApiError,
     history::{self, Cursor},
+    http_errors::{from_extractor, operation_responses},
     ids::{JobId, StreamId},
-    stream::{self, Opened, Requester},
-    wire::{Problem, payload::HistoryPage},
+    viewer::{self, Opened, Requester},
+    wire::payload::HistoryPage,
 };
 
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -37,82 +30,55 @@ pub(super) enum ApiTags {
 /// Operations on a job's build logs.
 pub struct LogsApi;
 
-/// Responses of the history operation.
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "history_bad_request")]
-pub enum HistoryResponse {
-    /// A page of lines, oldest first.
-    #[oai(status = 200)]
-    Ok(
-        RawJson<HistoryPage>,
-        /// Always `no-store`: the page is private to the job's owner.
-        #[oai(header = "Cache-Control")]
-        String,
-    ),
+operation_responses! {
+    /// Responses of the history operation.
+    #[oai(bad_request_handler = "history_bad_request")]
+    pub enum HistoryResponse {
+        /// A page of lines, oldest first.
+        #[oai(status = 200)]
+        Ok(
+            RawJson<HistoryPage>,
+            /// Always `no-store`: the page is private to the job's owner.
+            #[oai(header = "Cache-Control")]
+            String,
+        ),
+    }
     /// Malformed `job_id` (`invalid_job_id`), a malformed cursor or more than one
     /// (`invalid_cursor`), or a malformed `limit` (`invalid_limit`).
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// Missing or invalid session token (`unauthorized`).
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
-    /// No such job, or not yours (`job_not_found`); the two are indistinguishable.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// An internal failure (`internal`); details are in the server's log only.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The log store is down or not answering (`store_unavailable`); retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    ServiceUnavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    BadRequest;
 }
-error_responses!(HistoryResponse);
 
 fn history_bad_request(err: poem::Error) -> HistoryResponse {
     from_extractor(&err).into()
 }
 
-/// Responses of the stream operation.
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "stream_bad_request")]
-pub enum StreamResponse {
-    /// The event stream: `retry:` first, then `start`, `reset` when a resume point is gone,
-    /// `log` lines, `heartbeat`s, and `done` at the end. Never compressed.
-    #[oai(status = 200)]
-    Ok(
-        SseFrames,
-        /// Always `no-cache`.
-        #[oai(header = "Cache-Control")]
-        String,
-        /// Always `no`: proxies must not buffer the stream.
-        #[oai(header = "X-Accel-Buffering")]
-        String,
-    ),
-    /// Resumed after the end: the job is finished and nothing is left after `Last-Event-ID`.
-    /// A browser EventSource stops reconnecting on 204.
-    #[oai(status = 204)]
-    NoContent,
+operation_responses! {
+    /// Responses of the stream operation.
+    #[oai(bad_request_handler = "stream_bad_request")]
+    pub enum StreamResponse {
+        /// The event stream: `retry:` first, then `start`, `reset` when a resume point is gone,
+        /// `log` lines, `heartbeat`s, and `done` at the end. Never compressed.
+        #[oai(status = 200)]
+        Ok(
+            SseFrames,
+            /// Always `no-cache`.
+            #[oai(header = "Cache-Control")]
+            String,
+            /// Always `no`: proxies must not buffer the stream.
+            #[oai(header = "X-Accel-Buffering")]
+            String,
+        ),
+        /// Resumed after the end: the job is finished and nothing is left after `Last-Event-ID`.
+        /// A browser EventSource stops reconnecting on 204.
+        #[oai(status = 204)]
+        NoContent,
+    }
     /// Malformed `job_id` (`invalid_job_id`) or `Last-Event-ID` (`invalid_cursor`).
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// Missing or invalid session token (`unauthorized`).
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
-    /// No such job, or not yours (`job_not_found`); the two are indistinguishable.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
+    BadRequest;
     /// Too many open streams for this user or this instance (`too_many_streams`); retry after
     /// `Retry-After` seconds. Open streams are untouched.
-    #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
-    /// An internal failure (`internal`); details are in the server's log only.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The log store is down or not answering (`store_unavailable`); retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    ServiceUnavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests;
 }
-error_responses!(StreamResponse, TooManyRequests);
 
 fn stream_bad_request(err: poem::Error) -> StreamResponse {
     from_extractor(&err).into()
@@ -140,7 +106,7 @@ impl LogsApi {
     async fn history(
         &self,
         session: Session,
-        state: Data<&Arc<AppState>>,
+        state: Data<&ApiState>,
         /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
         job_id: Path<JobId>,
         /// Exclusive upper bound: a stream id `<ms>-<seq>` (usually the previous page's `oldest_id`).
@@ -197,7 +163,7 @@ impl LogsApi {
     async fn stream(
         &self,
         session: Session,
-        state: Data<&Arc<AppState>>,
+        state: Data<&ApiState>,
         req: &poem::Request,
         /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
         job_id: Path<JobId>,
@@ -228,7 +194,7 @@ impl LogsApi {
                 user_id: session.user_id,
                 valid_until: session.valid_until,
             };
-            stream::open(state.streams(), requester, job, resume).await
+            viewer::open(state.streams(), requester, job, resume).await
         };
         match result.await {
             Ok(Opened::NoContent) => StreamResponse::NoContent,

@@ -1,5 +1,6 @@
 //! The HTTP API: the typed operations (poem-openapi) and the spec they publish. It speaks to
-//! the engine (`history`, `stream`) and the store trait, never to Redis or to sockets.
+//! the engine (`history`, `viewer`, `download`, `search`) and the store trait, never to Redis
+//! or to sockets; the state it needs is [`ApiState`], which the app provides.
 //!
 //! `logs` holds the operations a viewer pages and follows (history, the live stream), `read`
 //! those over the whole log (download, search); their payloads are
@@ -7,17 +8,36 @@
 //! The document produced here is what `/openapi.json`, `buildlogs openapi` and the committed
 //! `openapi/openapi.json` contain.
 
-pub mod errors;
 pub mod json;
 pub mod logs;
-pub mod params;
 pub mod read;
 pub mod sse;
+
+use std::sync::Arc;
 
 use poem_openapi::OpenApiService;
 
 pub use logs::LogsApi;
 pub use read::ReadApi;
+
+use crate::{store::LogStore, viewer::StreamContext};
+
+/// What the operations need of the running service, declared here and provided by the app as
+/// request data: the engine's stream context (store, hub, caps, metrics, settings).
+#[derive(Clone)]
+pub struct ApiState(pub Arc<StreamContext>);
+
+impl ApiState {
+    /// The log store.
+    pub fn store(&self) -> &dyn LogStore {
+        &*self.0.store
+    }
+
+    /// What a stream or a download needs.
+    pub fn streams(&self) -> &Arc<StreamContext> {
+        &self.0
+    }
+}
 
 pub const TITLE: &str = "buildlogs";
 

@@ -1,30 +1,30 @@
 //! The operations over the whole retained log: download it as text, and search it.
 
-use std::{io, sync::Arc};
+use std::io;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use poem::{Body, IntoResponse, Response, web::Data};
 use poem_openapi::{
-    ApiResponse, Enum, OpenApi,
+    Enum, OpenApi,
     param::{Path, Query},
-    payload::{Json, Payload},
+    payload::Payload,
     registry::{MetaSchema, MetaSchemaRef, Registry},
 };
 
 use super::{
-    errors::{error_responses, from_extractor},
+    ApiState,
     json::RawJson,
     logs::{ApiTags, DEFAULT_LIMIT, MAX_LIMIT},
 };
 use crate::{
-    app::AppState,
     auth::Session,
     download,
     error::ApiError,
+    http_errors::{from_extractor, operation_responses},
     ids::{JobId, StreamId},
     search::{self, Query as SearchQuery},
-    wire::{Problem, lines::TextFormat, payload::SearchPage},
+    wire::{lines::TextFormat, payload::SearchPage},
 };
 
 /// The whole-log operations.
@@ -62,89 +62,62 @@ impl IntoResponse for TextStream {
     }
 }
 
-/// Responses of the download operation.
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "download_bad_request")]
-pub enum DownloadResponse {
-    /// Every retained line up to the newest one when the request was accepted, oldest first:
-    /// each line's text (after its `ts` and a space with `timestamps=true`), then `\n`.
-    #[oai(status = 200)]
-    Ok(
-        TextStream,
-        /// `attachment; filename="<job_id>.log"`.
-        #[oai(header = "Content-Disposition")]
-        String,
-        /// Always `no-store`: the log is private to the job's owner.
-        #[oai(header = "Cache-Control")]
-        String,
-        /// Always `nosniff`.
-        #[oai(header = "X-Content-Type-Options")]
-        String,
-        /// The id of the last line in the body (absent when it is empty): follow on live from
-        /// it with `Last-Event-ID`.
-        #[oai(header = "Buildlogs-Last-Id")]
-        Option<String>,
-        /// `true` when lines older than the body's first were trimmed away (absent otherwise).
-        #[oai(header = "Buildlogs-Truncated")]
-        Option<String>,
-    ),
+operation_responses! {
+    /// Responses of the download operation.
+    #[oai(bad_request_handler = "download_bad_request")]
+    pub enum DownloadResponse {
+        /// Every retained line up to the newest one when the request was accepted, oldest first:
+        /// each line's text (after its `ts` and a space with `timestamps=true`), then `\n`.
+        #[oai(status = 200)]
+        Ok(
+            TextStream,
+            /// `attachment; filename="<job_id>.log"`.
+            #[oai(header = "Content-Disposition")]
+            String,
+            /// Always `no-store`: the log is private to the job's owner.
+            #[oai(header = "Cache-Control")]
+            String,
+            /// Always `nosniff`.
+            #[oai(header = "X-Content-Type-Options")]
+            String,
+            /// The id of the last line in the body (absent when it is empty): follow on live from
+            /// it with `Last-Event-ID`.
+            #[oai(header = "Buildlogs-Last-Id")]
+            Option<String>,
+            /// `true` when lines older than the body's first were trimmed away (absent otherwise).
+            #[oai(header = "Buildlogs-Truncated")]
+            Option<String>,
+        ),
+    }
     /// Malformed `job_id` (`invalid_job_id`), `ansi` or `timestamps` (`invalid_query`).
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// Missing or invalid session token (`unauthorized`).
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
-    /// No such job, or not yours (`job_not_found`); the two are indistinguishable.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
+    BadRequest;
     /// Too many open streams and downloads for this user or this instance
     /// (`too_many_streams`); retry after `Retry-After` seconds.
-    #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
-    /// An internal failure (`internal`); details are in the server's log only.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The log store is down or not answering (`store_unavailable`); retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    ServiceUnavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests;
 }
-error_responses!(DownloadResponse, TooManyRequests);
 
 fn download_bad_request(err: poem::Error) -> DownloadResponse {
     from_extractor(&err).into()
 }
 
-/// Responses of the search operation.
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "search_bad_request")]
-pub enum SearchResponse {
-    /// A page of matches, oldest first, and where the scan stopped.
-    #[oai(status = 200)]
-    Ok(
-        RawJson<SearchPage>,
-        /// Always `no-store`: the page is private to the job's owner.
-        #[oai(header = "Cache-Control")]
-        String,
-    ),
+operation_responses! {
+    /// Responses of the search operation.
+    #[oai(bad_request_handler = "search_bad_request")]
+    pub enum SearchResponse {
+        /// A page of matches, oldest first, and where the scan stopped.
+        #[oai(status = 200)]
+        Ok(
+            RawJson<SearchPage>,
+            /// Always `no-store`: the page is private to the job's owner.
+            #[oai(header = "Cache-Control")]
+            String,
+        ),
+    }
     /// Malformed `job_id` (`invalid_job_id`), `after_id` (`invalid_cursor`), `limit`
     /// (`invalid_limit`), or `q`, `regex`, `case_sensitive` (`invalid_query`: a missing, empty
     /// or too long `q`, or a pattern that does not compile or is too big).
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// Missing or invalid session token (`unauthorized`).
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
-    /// No such job, or not yours (`job_not_found`); the two are indistinguishable.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// An internal failure (`internal`); details are in the server's log only.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The log store is down or not answering (`store_unavailable`); retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    ServiceUnavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    BadRequest;
 }
-error_responses!(SearchResponse);
 
 fn search_bad_request(err: poem::Error) -> SearchResponse {
     from_extractor(&err).into()
@@ -168,7 +141,7 @@ impl ReadApi {
     async fn download(
         &self,
         session: Session,
-        state: Data<&Arc<AppState>>,
+        state: Data<&ApiState>,
         /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
         job_id: Path<JobId>,
         /// `keep` (default) or `strip` the text's ANSI escape sequences.
@@ -211,7 +184,7 @@ impl ReadApi {
     async fn search(
         &self,
         session: Session,
-        state: Data<&Arc<AppState>>,
+        state: Data<&ApiState>,
         /// The job's id: 1-128 characters of `A-Z a-z 0-9 _ -`.
         job_id: Path<JobId>,
         /// What to find: 1-256 characters, a literal (or a pattern with `regex=true`).

@@ -13,9 +13,9 @@ use poem_openapi::{
     types::Type,
 };
 
-use crate::wire::{
-    payload::StreamEvent,
-    sse::{EventStream, Frames, OutletSlot, StreamEnds},
+use crate::{
+    outlet::{EventStream, Frames, OutletSlot, StreamEnds},
+    wire::payload::StreamEvent,
 };
 
 /// A stream of rendered [`StreamEvent`] frames, with its ends and its outlet slot.

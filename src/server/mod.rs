@@ -3,13 +3,13 @@
 //! every event stream on every path, and drains connections at shutdown. Nothing above this
 //! module knows about sockets: an event stream is a response carrying an
 //! [`EventStream`] (its frames, which a detached stream's writer takes straight from the
-//! engine, and its [`StreamEnds`](crate::wire::sse::StreamEnds)), and the rest is decided here.
+//! engine, and its [`StreamEnds`](crate::outlet::StreamEnds)), and the rest is decided here.
 //!
 //! Which event streams leave hyper, and why: an idle stream must cost little memory, and
 //! hyper keeps an 8 KB read buffer and an 8 KB write buffer per HTTP/1 connection for as long
 //! as it serves it. So a `GET` stream on HTTP/1.1 or HTTP/1.0 is *detached*: the connection
 //! task drops hyper's connection and writes the head and the body to the socket itself
-//! ([`stream::write_detached`]). It detaches only once hyper has flushed every byte of the
+//! ([`socket_writer::write_detached`]). It detaches only once hyper has flushed every byte of the
 //! responses before it on the connection (pipelined requests), waiting for that if it must, so
 //! no earlier response is ever cut short; what the client sends after the stream request is
 //! read and discarded. A `HEAD` stays with hyper (it has no body), and so does HTTP/2, where a
@@ -23,8 +23,7 @@
 //! response is in flight.
 
 mod io;
-// The crate sees it for the channel's model, which runs a feed's puts through a real `Wire`.
-pub(crate) mod stream;
+mod socket_writer;
 mod watch;
 
 use std::{
@@ -53,15 +52,15 @@ use poem::{
     web::{LocalAddr, RemoteAddr},
 };
 use prometheus_client::metrics::counter::Counter;
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::{net::TcpListener, sync::oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::{
     io::{ConnState, InFlight, Socket},
-    stream::{Detached, Limits, write_detached},
+    socket_writer::{Detached, Limits, write_detached},
     watch::{H2Conn, Shaper, WatchCounters, WatchExec},
 };
-use crate::wire::sse::EventStream;
+use crate::outlet::EventStream;
 
 /// Largest request head (HTTP/1: 431 past it) or header list (HTTP/2).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -243,11 +242,11 @@ impl Connection {
             return;
         }
         let socket = io.tcp();
-        let slot = Arc::new(DetachSlot::default());
+        let (detach, detached) = oneshot::channel();
         let service = Service {
             conn: self,
             state: state.clone(),
-            detach: Some(slot.clone()),
+            detach: Some(Arc::new(Mutex::new(Some(detach)))),
         };
         // Boxed, so that dropping it on detach returns its buffers and state to the allocator.
         let conn = Box::pin(protocols.http1.serve_connection(TokioIo::new(io), service));
@@ -256,11 +255,12 @@ impl Connection {
             tokio::pin!(run);
             tokio::select! {
                 biased;
-                handover = slot.taken() => handover,
+                // The sender goes with the service, when hyper is done with the connection:
+                // then `run` has ended too.
+                Ok(handover) = detached => handover,
                 () = &mut run => return,
             }
         };
-        drop(slot);
         if let Handover::Stream(detached) = handover {
             if let Some(bytes) = limits.stream_send_buffer
                 && let Err(err) = socket2::SockRef::from(&*socket).set_send_buffer_size(bytes)
@@ -287,33 +287,9 @@ enum Handover {
     Close,
 }
 
-/// Where a connection's [`Service`] leaves a [`Handover`] for the connection task.
-#[derive(Default)]
-struct DetachSlot {
-    handover: Mutex<Option<Handover>>,
-    ready: Notify,
-}
-
-impl DetachSlot {
-    fn put(&self, handover: Handover) {
-        *self.handover.lock().unwrap_or_else(|p| p.into_inner()) = Some(handover);
-        self.ready.notify_one();
-    }
-
-    async fn taken(&self) -> Handover {
-        loop {
-            if let Some(handover) = self
-                .handover
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-            {
-                return handover;
-            }
-            self.ready.notified().await;
-        }
-    }
-}
+/// Where a connection's [`Service`] hands a [`Handover`] to the connection task: once, by
+/// whichever request takes the sender.
+type DetachSlot = Arc<Mutex<Option<oneshot::Sender<Handover>>>>;
 
 /// Hands each request of one connection to the poem endpoint.
 #[derive(Clone)]
@@ -321,7 +297,7 @@ struct Service {
     conn: Connection,
     state: Arc<ConnState>,
     /// On HTTP/1 connections: where a detached event stream is handed to the connection task.
-    detach: Option<Arc<DetachSlot>>,
+    detach: Option<DetachSlot>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Service {
@@ -375,7 +351,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
                     } else {
                         Handover::Close
                     };
-                    slot.put(handover);
+                    let sender = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(sender) = sender {
+                        let _ = sender.send(handover);
+                    }
                     // hyper never sees this response: the connection task drops the connection.
                     return std::future::pending().await;
                 }

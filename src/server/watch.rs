@@ -45,7 +45,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::io::ConnState;
-use crate::wire::sse::StreamEnds;
+use crate::outlet::StreamEnds;
 
 /// Largest piece of a body handed to hyper at once: what h2 may buffer for a stream beyond
 /// its window is at most one piece (and the send buffer's bound).

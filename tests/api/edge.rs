@@ -127,7 +127,7 @@ fn keep_writing(
             writer
                 .append(
                     &job,
-                    buildlogs::writer::Source::Stdout,
+                    buildlogs::runner_format::Source::Stdout,
                     "build",
                     &format!("{i} {text}"),
                 )
@@ -299,7 +299,7 @@ async fn responses_pipelined_before_a_stream_arrive_whole_then_the_stream() {
         app.writer
             .append(
                 &job,
-                buildlogs::writer::Source::Stdout,
+                buildlogs::runner_format::Source::Stdout,
                 "build",
                 &format!("{i} {big}"),
             )

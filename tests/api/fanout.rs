@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use buildlogs::{ids::StreamId, writer::Source};
+use buildlogs::{ids::StreamId, runner_format::Source};
 
 use crate::helpers::*;
 
@@ -303,10 +303,7 @@ async fn a_briefly_slow_viewer_resyncs_losslessly() {
 /// response a little at a time, pausing between reads; returns the response body.
 fn paced_viewer(app: &TestApp, job: &str) -> tokio::task::JoinHandle<String> {
     let addr = app.addr;
-    let req = format!(
-        "GET /api/jobs/{job}/logs/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-        token("user_a")
-    );
+    let req = raw_stream_get(job, &token("user_a"));
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let socket = tokio::net::TcpSocket::new_v4().unwrap();

@@ -195,13 +195,7 @@ async fn history_pages_of_long_lines_stay_under_a_mebibyte_and_visit_every_line_
         if let Some(b) = &before {
             url.push_str(&format!("&before_id={b}"));
         }
-        let resp = app
-            .http
-            .get(app.url(&url))
-            .bearer_auth(token("user_a"))
-            .send()
-            .await
-            .unwrap();
+        let resp = app.get_as("user_a", &url).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["cache-control"], "no-store");
         let body = resp.bytes().await.unwrap();
@@ -512,10 +506,7 @@ async fn a_detached_streams_kernel_send_buffer_is_bounded_unless_switched_off() 
         let app = spawn_app_with(Backend::Memory, |c| c.stream_send_buffer = configured).await;
         let job = app.job("user_a", "code").await;
         let mut tcp = TcpStream::connect(app.addr).await.unwrap();
-        let req = format!(
-            "GET /api/jobs/{job}/logs/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-            token("user_a")
-        );
+        let req = raw_stream_get(&job, &token("user_a"));
         tcp.write_all(req.as_bytes()).await.unwrap();
         let mut seen = Vec::new();
         while !String::from_utf8_lossy(&seen).contains("event: start") {
@@ -616,13 +607,7 @@ async fn a_job_key_of_another_type_is_no_such_job() {
         format!("/api/jobs/{job}/logs"),
         format!("/api/jobs/{job}/logs/stream"),
     ] {
-        let resp = app
-            .http
-            .get(app.url(&path))
-            .bearer_auth(token("user_a"))
-            .send()
-            .await
-            .unwrap();
+        let resp = app.get_as("user_a", &path).await;
         assert_eq!(resp.status(), 404, "{path}");
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["code"], "job_not_found");
@@ -635,12 +620,8 @@ async fn a_job_key_of_another_type_is_no_such_job() {
         .await
         .unwrap();
     let resp = app
-        .http
-        .get(app.url(&format!("/api/jobs/{list}/logs")))
-        .bearer_auth(token("user_a"))
-        .send()
-        .await
-        .unwrap();
+        .get_as("user_a", &format!("/api/jobs/{list}/logs"))
+        .await;
     assert_eq!(resp.status(), 404);
 }
 

@@ -13,9 +13,9 @@ use buildlogs::{
     App, AppState, Config,
     dev::{Signer, generate_rsa_pem},
     ids::JobId,
+    metrics::Metrics,
+    runner_format::LogWriter,
     store::{LogStore, memory::MemoryStore},
-    telemetry::Metrics,
-    writer::LogWriter,
 };
 use futures_util::{StreamExt, stream::BoxStream};
 use rand::Rng;
@@ -229,6 +229,16 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// `GET path` over HTTP with `user`'s session token as a Bearer header.
+    pub async fn get_as(&self, user: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token(user))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
         let base = self.metrics_base.as_deref().unwrap_or(&self.base);
         fetch_metric(&self.http, base, name).await
@@ -288,7 +298,12 @@ pub async fn append_lines(writer: &LogWriter, job: &JobId, n: usize, prefix: &st
     for i in 0..n {
         let text = format!("{prefix}{i}");
         let id = writer
-            .append(job, buildlogs::writer::Source::Stdout, "build", &text)
+            .append(
+                job,
+                buildlogs::runner_format::Source::Stdout,
+                "build",
+                &text,
+            )
             .await
             .unwrap();
         ids.push(id.to_string());
@@ -465,15 +480,22 @@ impl SseClient {
 
 /// A raw HTTP/1.1 stream request from a client with a tiny receive buffer that then reads
 /// nothing: the server's writes to it soon block.
+/// The head of a raw HTTP/1.1 `GET` of `job`'s live stream with `token` as a Bearer header,
+/// for tests that speak to the socket themselves.
+pub fn raw_stream_get(job: impl std::fmt::Display, token: &str) -> String {
+    format!(
+        "GET /api/jobs/{job}/logs/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+}
+
 pub async fn stalled_viewer(app: &TestApp, job: &str, token: &str) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut tcp = socket.connect(app.addr).await.unwrap();
-    let req = format!(
-        "GET /api/jobs/{job}/logs/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
+    tcp.write_all(raw_stream_get(job, token).as_bytes())
+        .await
+        .unwrap();
     tcp
 }
 

@@ -318,7 +318,7 @@ async fn trimmed_stream_pages_only_what_is_retained() {
         writer
             .append(
                 &job,
-                buildlogs::writer::Source::Stdout,
+                buildlogs::runner_format::Source::Stdout,
                 "build",
                 &format!("line {i}"),
             )

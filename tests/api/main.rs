@@ -6,7 +6,6 @@ mod auth;
 mod dev_mode;
 mod edge;
 mod fanout;
-mod gate;
 mod hardening;
 #[allow(dead_code)] // shared with the drills binary, which uses other parts
 mod helpers;
@@ -18,3 +17,4 @@ mod read;
 mod spec;
 mod store_contract;
 mod stream;
+mod wake_gate;

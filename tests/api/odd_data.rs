@@ -8,12 +8,7 @@ use serde_json::Value;
 use crate::helpers::*;
 
 async fn get(app: &TestApp, path: &str) -> reqwest::Response {
-    app.http
-        .get(app.url(path))
-        .bearer_auth(token("user_a"))
-        .send()
-        .await
-        .unwrap()
+    app.get_as("user_a", path).await
 }
 
 #[tokio::test]
@@ -222,12 +217,8 @@ async fn reads_work_with_a_password_and_a_database_number() {
     config.redis_url = Some(redis.url());
     let refused = spawn_with_config(config, None).await;
     let resp = refused
-        .http
-        .get(refused.url(&format!("/api/jobs/{job}/logs")))
-        .bearer_auth(token("user_a"))
-        .send()
-        .await
-        .unwrap();
+        .get_as("user_a", &format!("/api/jobs/{job}/logs"))
+        .await;
     assert_eq!(resp.status(), 500);
 }
 

@@ -52,12 +52,8 @@ async fn write_ansi_lines(app: &TestApp, job: &JobId) -> Vec<String> {
 }
 
 async fn download(app: &TestApp, job: &JobId, query: &str, user: &str) -> reqwest::Response {
-    app.http
-        .get(app.url(&format!("/api/jobs/{job}/logs/raw{query}")))
-        .bearer_auth(token(user))
-        .send()
+    app.get_as(user, &format!("/api/jobs/{job}/logs/raw{query}"))
         .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -111,7 +107,7 @@ async fn a_download_is_a_snapshot_and_says_when_its_start_was_trimmed() {
         last = writer
             .append(
                 &job,
-                buildlogs::writer::Source::Stdout,
+                buildlogs::runner_format::Source::Stdout,
                 "build",
                 &format!("l{i}"),
             )
@@ -168,13 +164,7 @@ async fn a_download_of_no_stream_is_empty_and_bad_parameters_are_400() {
     assert_eq!(resp.status(), 401);
     let resp = download(&app, &job, "", "user_a").await;
     assert_eq!(resp.status(), 200);
-    let resp = app
-        .http
-        .get(app.url("/api/jobs/a%3Ab/logs/raw"))
-        .bearer_auth(token("user_a"))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.get_as("user_a", "/api/jobs/a%3Ab/logs/raw").await;
     assert_eq!(resp.status(), 400);
 }
 
@@ -393,12 +383,8 @@ async fn a_300000_line_download_to_a_slow_reader_keeps_the_servers_memory_flat()
 
 async fn search(app: &TestApp, job: &JobId, query: &str) -> (u16, Value) {
     let resp = app
-        .http
-        .get(app.url(&format!("/api/jobs/{job}/logs/search?{query}")))
-        .bearer_auth(token("user_a"))
-        .send()
-        .await
-        .unwrap();
+        .get_as("user_a", &format!("/api/jobs/{job}/logs/search?{query}"))
+        .await;
     let status = resp.status().as_u16();
     if status == 200 {
         assert_eq!(resp.headers()["cache-control"], "no-store");

@@ -5,8 +5,8 @@ use std::{sync::Arc, time::Duration};
 
 use buildlogs::{
     ids::{JobId, StreamId},
+    runner_format::{LogWriter, Source},
     store::{EntryRef, Job, JobStatus, LogStore, Scan, Span},
-    writer::{LogWriter, Source},
 };
 use futures_util::StreamExt;
 
@@ -336,13 +336,7 @@ async fn whole_log_reads_are_the_same_everywhere(backend: Backend) {
     let get = |path: String| {
         let app = &app;
         async move {
-            let resp = app
-                .http
-                .get(app.url(&path))
-                .bearer_auth(token("user_a"))
-                .send()
-                .await
-                .unwrap();
+            let resp = app.get_as("user_a", &path).await;
             assert_eq!(resp.status(), 200, "{path}");
             resp.text().await.unwrap()
         }

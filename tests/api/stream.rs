@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use buildlogs::{ids::StreamId, writer::Source};
+use buildlogs::{ids::StreamId, runner_format::Source};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -340,12 +340,8 @@ async fn reset_when_the_resume_point_was_trimmed() {
     let job = app.job("user_a", "code").await;
     let ids = append_lines(&app.writer.clone().with_maxlen(5), &job, 400, "line ").await;
     let page: Value = app
-        .http
-        .get(app.url(&format!("/api/jobs/{job}/logs?limit=500")))
-        .bearer_auth(token("user_a"))
-        .send()
+        .get_as("user_a", &format!("/api/jobs/{job}/logs?limit=500"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

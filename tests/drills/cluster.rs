@@ -10,7 +10,7 @@ use std::{
 
 use buildlogs::{
     ids::JobId,
-    writer::{LogWriter, Source},
+    runner_format::{LogWriter, Source},
 };
 use buildlogs_test_support::slot::key_slot;
 use serde_json::Value;
@@ -53,13 +53,7 @@ async fn all_ids(app: &TestApp, job: &JobId, user: &str) -> Vec<String> {
         if let Some(b) = &before {
             url.push_str(&format!("&before_id={b}"));
         }
-        let resp = app
-            .http
-            .get(app.url(&url))
-            .bearer_auth(token(user))
-            .send()
-            .await
-            .unwrap();
+        let resp = app.get_as(user, &url).await;
         assert_eq!(resp.status(), 200, "history on the cluster");
         let page: Value = resp.json().await.unwrap();
         ids.splice(0..0, page_ids(&page));
@@ -171,13 +165,7 @@ async fn history_and_reset_after_a_trim_on_a_cluster() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let resp = app
-        .http
-        .get(app.url(&format!("/api/jobs/{odd}/logs")))
-        .bearer_auth(token("user_a"))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.get_as("user_a", &format!("/api/jobs/{odd}/logs")).await;
     assert_eq!(resp.status(), 404);
 
     let trimmed = app.job("user_a", "code").await;
@@ -229,12 +217,8 @@ async fn a_master_killed_mid_stream_loses_and_repeats_nothing() {
     // History of a job whose slot has no master: an answer within 5 s (200 or 503), no hang.
     let asked = Instant::now();
     let status = app
-        .http
-        .get(app.url(&format!("/api/jobs/{job}/logs")))
-        .bearer_auth(token("user_a"))
-        .send()
+        .get_as("user_a", &format!("/api/jobs/{job}/logs"))
         .await
-        .unwrap()
         .status()
         .as_u16();
     assert!(

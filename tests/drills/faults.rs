@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use buildlogs::writer::Source;
+use buildlogs::runner_format::Source;
 
 use crate::helpers::*;
 

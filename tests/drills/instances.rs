@@ -168,10 +168,7 @@ async fn a_viewer_that_never_reads_does_not_grow_server_memory() {
     let mut stalled = Vec::new();
     for _ in 0..5 {
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let req = format!(
-            "GET /api/jobs/{job}/logs/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-            token("user_a")
-        );
+        let req = raw_stream_get(&job, &token("user_a"));
         tcp.write_all(req.as_bytes()).await.unwrap();
         stalled.push(tcp);
     }

@@ -76,13 +76,7 @@ async fn hostile_paths_and_queries_never_500() {
         "/api/jobs//logs".to_owned(),
         format!("/api/jobs/{}/logs", "9".repeat(5000)),
     ] {
-        let resp = app
-            .http
-            .get(app.url(&path))
-            .bearer_auth(token("user_a"))
-            .send()
-            .await
-            .unwrap();
+        let resp = app.get_as("user_a", &path).await;
         assert!(
             resp.status().is_client_error() || resp.status().is_success(),
             "{path}: {}",
