@@ -24,8 +24,7 @@
 //! The engine ([`buildlogs_engine`]'s own tour has the details): [`viewer`] (the open decision
 //! and the viewer loop), [`history`], [`download`], [`search`], [`paging`], [`fanout`],
 //! [`store`], [`runner_format`], [`wire`] (payloads and frames), [`outlet`] (the connection as
-//! the engine sees it), [`error`] (the codes), [`ids`], [`limits`], [`metrics`], [`ansi`] and
-//! [`wake_gate`].
+//! the engine sees it), [`error`] (the codes), [`ids`], [`limits`], [`metrics`], and [`ansi`].
 #![forbid(unsafe_code)]
 #![allow(rustdoc::private_intra_doc_links)] // the docs are read with --document-private-items
 
@@ -41,7 +40,7 @@ pub mod telemetry;
 
 pub use buildlogs_engine::{
     ansi, download, error, fanout, history, ids, limits, metrics, outlet, paging, runner_format,
-    search, store, viewer, wake_gate, wire,
+    search, store, viewer, wire,
 };
 
 pub use app::{App, AppState};

@@ -17,4 +17,3 @@ mod read;
 mod spec;
 mod store_contract;
 mod stream;
-mod wake_gate;

@@ -35,13 +35,7 @@
 //! - [`error`]: every error code and what it means, in one table; [`error::ApiError`].
 //! - [`ids`], [`limits`], [`metrics`]: strict id parsing, stream caps, the metrics registry.
 //! - [`ansi`]: ANSI escape sequences out of a line's text, for downloads and search.
-//! - [`wake_gate`]: futures polled only after they woke, for the hot loops of busy streams.
-//!   Every poll registers the task's waker first, then swaps the `woken` flag: the inner
-//!   future is polled only when the flag was set (or on the first poll), and a wake that
-//!   lands between the two polls sets it again, so no wake is lost (the `AtomicWaker`
-//!   contract).
-//! - `sync`: the locks and atomics of the hand-made primitives (the wake gate, the feed's
-//!   channel, `Wire`): std's, or loom's under `--cfg buildlogs_loom`, where each one's `model`
+//! - `sync`: the locks and atomics of the hand-made primitives (the feed's channel, `Wire`): std's, or loom's under `--cfg buildlogs_loom`, where each one's `model`
 //!   submodule checks them (`scripts/loom`).
 #![forbid(unsafe_code)]
 #![allow(rustdoc::private_intra_doc_links)] // the docs are read with --document-private-items
@@ -61,5 +55,4 @@ pub mod search;
 pub mod store;
 mod sync;
 pub mod viewer;
-pub mod wake_gate;
 pub mod wire;

@@ -35,15 +35,12 @@ mod stall;
 
 use std::{io::IoSlice, sync::Arc, task::Poll, time::Duration};
 
-use buildlogs_engine::{
-    outlet::{
-        Claim, OutletSlot, StreamEnds, Wire,
-        chunks::{SizeLines, wire_pieces},
-    },
-    wake_gate::{Gated, GatedStream},
+use buildlogs_engine::outlet::{
+    Claim, OutletSlot, StreamEnds, Wire,
+    chunks::{SizeLines, wire_pieces},
 };
 use bytes::Bytes;
-use futures_util::{FutureExt, stream::BoxStream};
+use futures_util::{FutureExt, StreamExt, stream::BoxStream};
 use poem::{Response, http::Version};
 use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
@@ -134,16 +131,14 @@ pub(super) async fn write_detached(socket: Arc<TcpStream>, detached: Detached, l
         limits,
         ends: &ends,
         // One future for the stream's whole life: its registration with the socket is made once.
-        gone: Gated::new(client_gone(socket).boxed()),
+        gone: client_gone(socket).boxed(),
     };
     if out.send(&mut [IoSlice::new(&head)]).await.is_err() {
         return;
     }
     drop(head);
     let mut chunks: Vec<Bytes> = Vec::new();
-    // Gated: after it has said it has nothing ready, the stream is polled again only when it
-    // wakes the task, not each time the task runs (once per write, or when the socket wakes).
-    let mut body = GatedStream::new(body);
+    let mut body = body;
     let mut ended = false;
     while !ended {
         let step = std::future::poll_fn(|cx| {
@@ -154,7 +149,7 @@ pub(super) async fn write_detached(socket: Arc<TcpStream>, detached: Detached, l
             }
             // Every frame ready now, up to a bound, to go in one write.
             while chunks.len() < MAX_CHUNKS_PER_WRITE {
-                match body.poll_next_gated(cx) {
+                match body.poll_next_unpin(cx) {
                     Poll::Ready(Some(chunk)) => chunks.push(chunk),
                     Poll::Ready(None) => {
                         ended = true;
@@ -172,7 +167,7 @@ pub(super) async fn write_detached(socket: Arc<TcpStream>, detached: Detached, l
             // The client leaving is checked when there is nothing to write: with frames to
             // write, a departed client shows as a failed write (or, when the socket is full,
             // in `Out::send`'s race).
-            if out.gone.poll_gated(cx).is_ready() {
+            if out.gone.poll_unpin(cx).is_ready() {
                 Poll::Ready(Step::Gone)
             } else {
                 Poll::Pending

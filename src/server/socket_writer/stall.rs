@@ -3,7 +3,7 @@
 
 use std::{future::Future, io, io::IoSlice, pin::Pin};
 
-use buildlogs_engine::{outlet::StreamEnds, wake_gate::Gated};
+use buildlogs_engine::outlet::StreamEnds;
 use futures_util::future::BoxFuture;
 use tokio::{net::TcpStream, time::Instant};
 
@@ -24,7 +24,7 @@ pub(super) struct Out<'a> {
     pub(super) limits: Limits<'a>,
     pub(super) ends: &'a StreamEnds,
     /// [`client_gone`](super::close::client_gone) on this stream's socket.
-    pub(super) gone: Gated<BoxFuture<'a, ()>>,
+    pub(super) gone: BoxFuture<'a, ()>,
 }
 
 impl Out<'_> {

@@ -31,7 +31,6 @@ use crate::{
     limits::{OpenStream, StreamSlot},
     outlet::{OutletSlot, StreamEnds},
     store::{JobStatus, LogEntry, StoreError},
-    wake_gate::Gated,
     wire::{
         frames::frame,
         payload::{DoneData, FinalStatus, HeartbeatData, RetryData, StartData, StreamEvent},
@@ -131,10 +130,10 @@ pub(super) fn run(
     }
     .boxed()
     .fuse();
-    let timers = Gated::new(Timers {
+    let timers = Timers {
         ended,
         heartbeat: Box::pin(tokio::time::sleep_until(now + heartbeat)),
-    });
+    };
     let outlet = OutletSlot::default();
     let viewer = Viewer {
         ctx: ctx.clone(),
@@ -212,7 +211,7 @@ struct Viewer {
     /// The short `retry:` of an expired token was sent: the stream is over.
     expired: bool,
     /// Shutdown or token expiry, and the heartbeat.
-    timers: Gated<Timers>,
+    timers: Timers,
     retry_at: Option<Instant>,
     backoff: Duration,
     unflushed_lines: u64,
@@ -427,11 +426,9 @@ impl Viewer {
                             .push_back(Frame::other(frame(&StreamEvent::Heartbeat(
                                 HeartbeatData {},
                             ))));
-                        self.timers
-                            .inner_mut()
-                            .reset_heartbeat(Instant::now() + self.heartbeat);
+                        self.timers.reset_heartbeat(Instant::now() + self.heartbeat);
                     } else {
-                        self.timers.inner_mut().reset_heartbeat(due);
+                        self.timers.reset_heartbeat(due);
                     }
                 }
                 Wake::Live(Next::Lines(batch)) => self.queue_lines(batch.lines()),
