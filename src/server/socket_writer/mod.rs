@@ -114,7 +114,7 @@ enum Step {
 pub(super) async fn write_detached(socket: Arc<TcpStream>, detached: Detached, limits: Limits<'_>) {
     let Detached {
         head,
-        body,
+        mut body,
         ends,
         outlet,
         chunked,
@@ -138,7 +138,6 @@ pub(super) async fn write_detached(socket: Arc<TcpStream>, detached: Detached, l
     }
     drop(head);
     let mut chunks: Vec<Bytes> = Vec::new();
-    let mut body = body;
     let mut ended = false;
     while !ended {
         let step = std::future::poll_fn(|cx| {
