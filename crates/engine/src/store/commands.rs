@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::{Fields, Span};
-use crate::ids::JobId;
+use super::{Fields, Span, StoreError, StoreResult};
+use crate::ids::{JobId, StreamId};
 
 /// The record fields buildlogs reads: `user_id`, then `status`.
 pub(super) fn job_record(job: &JobId) -> redis::Cmd {
@@ -46,6 +46,12 @@ pub(super) fn range(job: &JobId, span: Span, count: usize) -> Option<redis::Cmd>
 }
 
 /// The runner's append: `XADD … MAXLEN ~ maxlen * field value …`.
+/// The id an [`xadd`] replied with.
+pub(super) fn added_id(id: &str) -> StoreResult<StreamId> {
+    id.parse()
+        .map_err(|_| StoreError::Other(format!("XADD returned a bad id {id:?}")))
+}
+
 pub(super) fn xadd(job: &JobId, fields: Fields<'_>, maxlen: usize) -> redis::Cmd {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(job.logs_key())

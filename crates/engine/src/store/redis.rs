@@ -300,8 +300,7 @@ impl LogStore for RedisStore {
             .add_command(commands::expire(job, ttl))
             .ignore();
         let (id,): (String,) = self.pipe("XADD", &pipe).await?;
-        id.parse()
-            .map_err(|_| StoreError::Other(format!("XADD returned a bad id {id:?}")))
+        commands::added_id(&id)
     }
 
     async fn put_job(&self, job: &JobId, fields: Fields<'_>) -> StoreResult<()> {

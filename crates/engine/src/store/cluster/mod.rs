@@ -284,8 +284,7 @@ impl LogStore for ClusterStore {
             .await?;
         self.query::<i64>("EXPIRE", &commands::expire(job, ttl))
             .await?;
-        id.parse()
-            .map_err(|_| StoreError::Other(format!("XADD returned a bad id {id:?}")))
+        commands::added_id(&id)
     }
 
     async fn put_job(&self, job: &JobId, fields: Fields<'_>) -> StoreResult<()> {
